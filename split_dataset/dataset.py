@@ -1,0 +1,494 @@
+"""``SplitDataset``: a folder of HDF5 block files read as one numpy-like array."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import (
+    BlockMismatchError,
+    CorruptBlockError,
+    MetadataError,
+    MissingBlockError,
+    NotASplitDatasetError,
+)
+from .grid import BlockGrid
+from .indexing import Indexer
+from .metadata import Metadata
+from .storage import (
+    METADATA_FILENAME,
+    HandleCache,
+    block_name,
+    open_block,
+    read_json,
+    read_legacy_metadata,
+    scan_block_files,
+)
+
+__all__ = ["SplitDataset", "open", "TruncatedDatasetWarning", "MissingBlocksWarning"]
+
+
+class TruncatedDatasetWarning(UserWarning):
+    """The files hold fewer frames than the metadata claims (an acquisition that stopped early)."""
+
+
+class MissingBlocksWarning(UserWarning):
+    """Block files are missing inside the dataset; reading them will raise."""
+
+
+def _resolve_root(path: str | os.PathLike[str]) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"no split dataset at {str(p)!r}: the path does not exist")
+    if p.is_file() and p.name == METADATA_FILENAME:
+        p = p.parent
+    if not p.is_dir():
+        raise NotASplitDatasetError(f"{str(p)!r} is a file; a split dataset is a folder of block files")
+    return p.resolve()
+
+
+class SplitDataset:
+    """A split dataset on disk, indexed like a numpy array.
+
+    Opening reads ``stack_metadata.json`` (or the legacy metadata inside the last
+    block), lists the block files and reads one block header; no pixel data. Indexing
+    reads only the blocks the selection touches and, inside each, only the needed
+    hyperslab, straight into the output array.
+
+    Parameters
+    ----------
+    path
+        The dataset folder (or its ``stack_metadata.json``).
+    prefix
+        Name prefix of the block files (``"stack_"`` for ``stack_0000.h5``). By
+        default the files are ``0000.h5``, ... or, if there are none, the one
+        prefix found in the folder.
+    cache_size
+        How many block files stay open (a per-process LRU).
+    fill_value
+        None (the default) makes reading a missing block raise
+        :class:`~split_dataset.errors.MissingBlockError`; a number fills it instead,
+        for viewing incomplete data.
+
+    Examples
+    --------
+    >>> import numpy as np, split_dataset, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "ds")
+    >>> ds = split_dataset.save(np.arange(24, dtype="uint16").reshape(6, 4), path, (4, 4))
+    >>> ds.shape, ds.n_blocks, ds[-1, ::2].tolist()
+    ((6, 4), 2, [20, 22])
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        prefix: str | None = None,
+        *,
+        cache_size: int = 32,
+        fill_value: Any = None,
+    ) -> None:
+        self._root = _resolve_root(path)
+        self._prefix_arg = prefix
+        self._fill_value = fill_value
+        self._handles = HandleCache(cache_size)
+        self._load()
+
+    # ------------------------------------------------------------------ opening
+
+    def _load(self) -> None:
+        root = self._root
+        groups = scan_block_files(root)
+        prefix = self._choose_prefix(groups)
+        present = groups.get(prefix, {})
+        json_path = root / METADATA_FILENAME
+        if json_path.is_file():
+            raw = read_json(json_path)
+        elif present:
+            raw = read_legacy_metadata(root / present[max(present)])
+        else:
+            raise NotASplitDatasetError(
+                f"{str(root)!r} is not a split dataset: no {METADATA_FILENAME} and no block files "
+                f"named like {block_name(0, prefix)!r}"
+            )
+        meta = Metadata.from_dict(raw)
+        claimed = BlockGrid(meta.shape, meta.shape_block, meta.padding)
+        self._raw = raw
+        self._prefix = prefix
+        self._present = frozenset(i for i in present if i < claimed.n_blocks)
+        self._key = meta.data_key
+        self._dtype = meta.dtype
+        shape = self._reconcile(claimed, meta)
+        self._meta = meta if shape == meta.shape else meta.with_shape(shape)
+        self._grid = claimed if shape == meta.shape else claimed.with_shape(shape)
+        missing = [i for i in range(self._grid.n_blocks) if i not in self._present]
+        if missing:
+            names = ", ".join(block_name(i, prefix) for i in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            warnings.warn(
+                f"{str(root)!r}: {len(missing)} block file(s) missing ({names}{more}); "
+                "reading them raises MissingBlockError",
+                MissingBlocksWarning,
+                stacklevel=3,
+            )
+        if self._dtype is None:
+            if not self._present:
+                raise MetadataError(f"{str(root)!r}: the metadata records no dtype and there is no block to read it from")
+            self._dtype = self._handle(max(self._present))[1].dtype
+
+    def _choose_prefix(self, groups: dict[str, dict[int, str]]) -> str:
+        if self._prefix_arg is not None:
+            p = self._prefix_arg
+            if p in groups or not p or p.endswith("_"):
+                return p
+            return p + "_" if p + "_" in groups else p
+        if "" in groups or not groups:
+            return ""
+        if len(groups) == 1:
+            return next(iter(groups))
+        raise NotASplitDatasetError(
+            f"{str(self._root)!r} holds block files with several name prefixes {sorted(groups)}; "
+            "pass prefix= to choose one"
+        )
+
+    def _reconcile(self, grid: BlockGrid, meta: Metadata) -> tuple[int, ...]:
+        """The shape the files on disk support: the metadata's, or fewer frames along axis 0."""
+        if grid.n_blocks == 0:
+            return meta.shape
+        layer = grid.n_blocks // grid.grid_shape[0]  # blocks per axis-0 layer
+        n_layers = grid.grid_shape[0]
+        first_gap = next(
+            (k for k in range(n_layers) if any(k * layer + j not in self._present for j in range(layer))),
+            n_layers,
+        )
+        later = any(i >= (first_gap + 1) * layer for i in self._present)
+        if first_gap < n_layers and later:
+            return meta.shape  # a hole in the middle: keep the shape, reading the hole raises
+        # the last complete layer may itself be shorter than the metadata says
+        frames = meta.shape[0] if first_gap == n_layers else first_gap * grid.shape_block[0]
+        if first_gap > 0:
+            last = (first_gap - 1) * layer + layer - 1
+            held = self._handle_for_check(last, grid)
+            frames = min(frames, grid.block_start(0, first_gap - 1) + held) if held is not None else frames
+        if frames == meta.shape[0]:
+            return meta.shape
+        warnings.warn(
+            f"{str(self._root)!r}: the metadata describes {meta.shape[0]} frames along axis 0 but the "
+            f"block files hold {frames}; opening the {frames} complete frames",
+            TruncatedDatasetWarning,
+            stacklevel=4,
+        )
+        return (frames,) + meta.shape[1:]
+
+    def _handle_for_check(self, index: int, grid: BlockGrid) -> int | None:
+        """Frames held along axis 0 by block `index` (opening it, which also caches it)."""
+        self._grid = grid
+        f, dset = self._handle(index)
+        if self._dtype is None:
+            self._dtype = dset.dtype
+        if dset.ndim != grid.ndim:
+            raise BlockMismatchError(
+                f"{f.filename!r}: expected a {grid.ndim}-dimensional array, found shape {dset.shape}"
+            )
+        return int(dset.shape[0])
+
+    # ------------------------------------------------------------------ block access
+
+    def _path(self, index: int) -> Path:
+        return self._root / block_name(index, self._prefix)
+
+    def _handle(self, index: int) -> Any:
+        item = self._handles.get(index)
+        if item is None:
+            coords = self._grid.coords(index)
+            item = open_block(self._path(index), coords, self._root, self._key, self._rdcc_nbytes())
+            self._handles.put(index, item)
+        return item
+
+    def _rdcc_nbytes(self) -> int:
+        return 4 << 20
+
+    def _read_into(self, buf: np.ndarray, indexer: Indexer) -> None:
+        grid = self._grid
+        for coords, local, out in indexer.block_reads(grid):
+            index = grid.linear(coords)
+            if index not in self._present:
+                if self._fill_value is None:
+                    raise MissingBlockError(self._path(index), coords)
+                buf[out] = self._fill_value
+                continue
+            f, dset = self._handle(index)
+            self._check_block(dset, coords, index)
+            try:
+                if all(isinstance(s, slice) for s in local):
+                    dset.read_direct(buf, local, out)
+                else:
+                    buf[out] = dset[local]
+            except OSError as e:
+                raise CorruptBlockError(self._path(index), coords, str(e)) from e
+
+    def _check_block(self, dset: Any, coords: tuple[int, ...], index: int) -> None:
+        grid = self._grid
+        need = tuple(grid.owned_stop(a, c) - grid.block_start(a, c) for a, c in enumerate(coords))
+        shape = dset.shape
+        if len(shape) != len(need) or any(s < n for s, n in zip(shape, need)) or dset.dtype != self._dtype:
+            raise BlockMismatchError(
+                f"block {coords} ({block_name(index, self._prefix)}): expected at least {need} "
+                f"{self._dtype}, found {shape} {dset.dtype}"
+            )
+
+    # ------------------------------------------------------------------ numpy protocol
+
+    def __getitem__(self, selection: Any) -> Any:
+        """Read ``selection`` (numpy semantics, see :mod:`split_dataset.indexing`)."""
+        return self._get(Indexer.create(selection, self.shape))
+
+    def _get(self, indexer: Indexer, out: np.ndarray | None = None) -> Any:
+        buf = np.empty(indexer.buffer_shape, dtype=self._dtype)
+        if buf.size:
+            self._read_into(buf, indexer)
+        return indexer.finish(buf)
+
+    @property
+    def oindex(self) -> _OIndex:
+        """Outer (orthogonal) indexing: each index array selects along its own axis.
+
+        Examples
+        --------
+        >>> ds.oindex[[0, 2], :, [1, 3]]  # doctest: +SKIP
+        """
+        return _OIndex(self)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (
+            f"<SplitDataset {str(self._root)!r} shape={self.shape} dtype={self.dtype} "
+            f"blocks={self.shape_block} ({self.n_blocks} files)>"
+        )
+
+    # ------------------------------------------------------------------ attributes
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the readable array (fewer frames than claimed if the acquisition stopped early)."""
+        return self._grid.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Element type."""
+        return self._dtype  # type: ignore[return-value]
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the uncompressed array."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def shape_block(self) -> tuple[int, ...]:
+        """Shape of one block (edge blocks are shorter)."""
+        return self._grid.shape_block
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """Same as :attr:`shape_block`; lets ``dask.array.from_array`` pick one chunk per file."""
+        return self._grid.shape_block
+
+    @property
+    def shape_full(self) -> tuple[int, ...]:
+        """Same as :attr:`shape` (the old package's name)."""
+        return self.shape
+
+    @property
+    def padding(self) -> tuple[int, ...]:
+        """Overlap between neighbouring blocks, per axis."""
+        return self._grid.padding
+
+    @property
+    def grid(self) -> BlockGrid:
+        """The block geometry."""
+        return self._grid
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of block files the array is made of."""
+        return self._grid.n_blocks
+
+    @property
+    def root(self) -> Path:
+        """The dataset folder."""
+        return self._root
+
+    @property
+    def prefix(self) -> str:
+        """Name prefix of the block files ('' for ``0000.h5``)."""
+        return self._prefix
+
+    @property
+    def files(self) -> np.ndarray:
+        """Paths of the block files, shaped as the block grid."""
+        out = np.empty(self._grid.n_blocks, dtype=object)
+        for i in range(self._grid.n_blocks):
+            out[i] = self._path(i)
+        return out.reshape(self._grid.grid_shape)
+
+    @property
+    def resolution(self) -> tuple[float, ...]:
+        """Physical size of one step along each axis (1.0 where unknown)."""
+        return self._meta.resolution
+
+    @property
+    def axis_order(self) -> str:
+        """One letter per axis, e.g. ``"tzyx"``."""
+        return self._meta.axis_order
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The metadata as read from disk (a copy)."""
+        return dict(self._raw)
+
+    @property
+    def meta(self) -> Metadata:
+        """The parsed metadata, describing what is readable."""
+        return self._meta
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """User metadata stored with the dataset (a copy)."""
+        return dict(self._meta.attrs)
+
+    @property
+    def complete(self) -> bool | None:
+        """False for an acquisition still being written or stopped early; None if unknown."""
+        return self._meta.complete
+
+    @property
+    def missing_blocks(self) -> list[int]:
+        """File numbers of block files that are not on disk."""
+        return [i for i in range(self._grid.n_blocks) if i not in self._present]
+
+    # old names, kept for scripts written against split_dataset 0.4
+    @property
+    def shape_cropped(self) -> tuple[int, ...]:
+        """Same as :attr:`shape` (the old package's name)."""
+        return self.shape
+
+    @property
+    def n_dims(self) -> int:
+        """Same as :attr:`ndim` (the old package's name)."""
+        return self.ndim
+
+    @property
+    def data_key(self) -> str:
+        """Name of the array inside the block files."""
+        if self._key is None and self._present:
+            return str(self._handle(min(self._present))[1].name).lstrip("/")
+        return self._key or "stack"
+
+    def slices(self, as_tuples: bool = False) -> Any:
+        """Iterate ``(block_coords, slices)`` over the blocks, as the old ``Blocks.slices``."""
+        from .legacy import Blocks
+
+        return Blocks(self.shape, shape_block=self.shape_block, padding=self.padding).slices(as_tuples=as_tuples)
+
+    def __getattr__(self, name: str) -> Any:
+        # the rest of the old Blocks API (block_starts, linear_to_cartesian, ...) on demand
+        if name.startswith("_") or name in ("oindex",):
+            raise AttributeError(name)
+        from .legacy import Blocks
+
+        if hasattr(Blocks, name):
+            blocks = Blocks(self.shape, shape_block=self.shape_block, padding=self.padding)
+            return getattr(blocks, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def refresh(self) -> SplitDataset:
+        """Re-read the metadata and the block list (for a dataset still being written).
+
+        Examples
+        --------
+        >>> ds.refresh().shape  # doctest: +SKIP
+        """
+        self._handles.clear()
+        self._load()
+        return self
+
+    def close(self) -> None:
+        """Close the open block files (reading again reopens them)."""
+        self._handles.clear()
+
+    def __enter__(self) -> SplitDataset:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._handles.clear()
+        except Exception:
+            pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_handles")
+        state["_cache_size"] = self._handles.maxsize
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        cache_size = state.pop("_cache_size")
+        self.__dict__.update(state)
+        self._handles = HandleCache(cache_size)
+
+    def __dask_tokenize__(self) -> Any:
+        json_path = self._root / METADATA_FILENAME
+        stamp = json_path.stat().st_mtime_ns if json_path.exists() else None
+        return ("split_dataset.SplitDataset", str(self._root), self._prefix, self.shape, str(self.dtype), stamp)
+
+
+class _OIndex:
+    """``ds.oindex[...]``: outer indexing (numpy's ``np.ix_`` behaviour)."""
+
+    def __init__(self, ds: SplitDataset) -> None:
+        self._ds = ds
+
+    def __getitem__(self, selection: Any) -> Any:
+        return self._ds._get(Indexer.create(selection, self._ds.shape, outer=True))
+
+
+def open(path: str | os.PathLike[str], prefix: str | None = None, **kwargs: Any) -> SplitDataset:  # noqa: A001
+    """Open a split dataset for reading (same as ``SplitDataset(path)``).
+
+    Examples
+    --------
+    >>> import split_dataset
+    >>> ds = split_dataset.open("my_dataset")  # doctest: +SKIP
+    >>> frame = ds[0, 5]  # doctest: +SKIP
+    """
+    return SplitDataset(path, prefix, **kwargs)

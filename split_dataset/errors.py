@@ -1,0 +1,70 @@
+"""Exceptions raised by split_dataset.
+
+Every class subclasses the builtin a caller would already catch, so code written
+against numpy, h5py or the old package keeps working: bad indexes are
+``IndexError``, malformed datasets are ``ValueError``, missing files are
+``FileNotFoundError``, unreadable files are ``OSError``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "SplitDatasetError",
+    "InvalidIndexError",
+    "NotASplitDatasetError",
+    "MetadataError",
+    "MissingBlockError",
+    "CorruptBlockError",
+    "BlockMismatchError",
+    "UnsafeDatasetError",
+]
+
+
+class SplitDatasetError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidIndexError(SplitDatasetError, IndexError, TypeError):
+    """An index of a kind that cannot select from an array (a float, a string, ...).
+
+    numpy raises ``IndexError`` for these and h5py ``TypeError``; this is both.
+    """
+
+
+class NotASplitDatasetError(SplitDatasetError, ValueError):
+    """The folder exists but does not hold a split dataset."""
+
+
+class MetadataError(NotASplitDatasetError):
+    """``stack_metadata.json`` (or the legacy metadata group) is malformed or impossible."""
+
+
+class UnsafeDatasetError(SplitDatasetError, ValueError):
+    """A block file points outside the dataset folder (external link, virtual dataset)."""
+
+
+class MissingBlockError(SplitDatasetError, FileNotFoundError):
+    """A block file the metadata describes is not on disk."""
+
+    def __init__(self, path: Path, block: tuple[int, ...], detail: str = "") -> None:
+        self.path = Path(path)
+        self.block = tuple(block)
+        msg = f"block {self.block} is missing: expected file {str(self.path)!r}"
+        if detail:
+            msg += f"; {detail}"
+        super().__init__(msg)
+
+
+class CorruptBlockError(SplitDatasetError, OSError):
+    """A block file exists but cannot be read as an HDF5 block."""
+
+    def __init__(self, path: Path, block: tuple[int, ...], detail: str) -> None:
+        self.path = Path(path)
+        self.block = tuple(block)
+        super().__init__(f"block {self.block} in {str(self.path)!r} is unreadable: {detail}")
+
+
+class BlockMismatchError(SplitDatasetError, ValueError):
+    """A block holds an array of another shape or dtype than the metadata says."""

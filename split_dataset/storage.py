@@ -1,0 +1,452 @@
+"""All disk I/O: block names, block files, codecs, JSON, atomic writes, the handle cache.
+
+The only module that imports h5py and hdf5plugin. Block files are HDF5 in the
+flammkuchen/PyTables layout (FORMAT.md): one array under ``stack``/``stack_{N}D``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the blosc filter 32001 every block file needs)
+import numpy as np
+
+from .errors import CorruptBlockError, MetadataError, MissingBlockError, UnsafeDatasetError
+
+__all__ = [
+    "METADATA_FILENAME",
+    "Codec",
+    "block_name",
+    "scan_block_files",
+    "read_json",
+    "write_json_atomic",
+    "read_legacy_metadata",
+    "encode_block",
+    "write_bytes_atomic",
+    "HandleCache",
+    "open_block",
+]
+
+METADATA_FILENAME = "stack_metadata.json"
+_BLOCK_RE = re.compile(r"^(?P<prefix>.*?)(?P<index>\d{4,})\.h5$")
+_TMP_SUFFIX = ".tmp"
+
+
+def block_name(index: int, prefix: str = "") -> str:
+    """File name of block `index`: ``0000.h5``, ``0001.h5``, ... (``prefix`` in front).
+
+    Examples
+    --------
+    >>> block_name(5), block_name(12345, "stack_")
+    ('0005.h5', 'stack_12345.h5')
+    """
+    return f"{prefix}{index:04d}.h5"
+
+
+def scan_block_files(root: Path) -> dict[str, dict[int, str]]:
+    """Block files in `root`, grouped by name prefix: ``{prefix: {index: name}}``.
+
+    Only names that :func:`block_name` would produce count; everything else
+    (``0001 copy.h5``, notes, temporary files) is ignored.
+    """
+    found: dict[str, dict[int, str]] = {}
+    with os.scandir(root) as it:
+        for entry in it:
+            m = _BLOCK_RE.match(entry.name)
+            if m is None:
+                continue
+            index = int(m["index"])
+            if block_name(index, m["prefix"]) != entry.name:
+                continue
+            found.setdefault(m["prefix"], {})[index] = entry.name
+    return found
+
+
+# ----------------------------------------------------------------------------- codecs
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How block files are compressed.
+
+    ``name`` is ``"blosc"`` (HDF5 filter 32001, what flammkuchen/PyTables write and
+    read), ``"gzip"`` (built into every HDF5) or ``"none"``. For blosc, ``cname`` is
+    one of ``lz4``, ``zstd``, ``blosclz``, ``lz4hc``, ``zlib``.
+
+    Examples
+    --------
+    >>> Codec.parse("blosc-zstd").cname
+    'zstd'
+    >>> Codec.parse("blosc").describe()  # the old package's default
+    {'name': 'blosc', 'cname': 'blosclz', 'clevel': 9, 'shuffle': 'byte'}
+    """
+
+    name: str = "blosc"
+    cname: str = "lz4"
+    clevel: int = 5
+    shuffle: str = "byte"
+
+    _BLOSC_CNAMES = ("blosclz", "lz4", "lz4hc", "zlib", "zstd")
+    _SHUFFLES = {"none": 0, "byte": 1, "bit": 2}
+
+    @classmethod
+    def parse(cls, spec: Any) -> Codec:
+        """Accept a Codec, None/"none", "gzip", "blosc" (old default), "blosc-<cname>", or a dict."""
+        if isinstance(spec, Codec):
+            return spec
+        if spec is None or spec is False or spec == "none":
+            return cls("none", "", 0, "none")
+        if isinstance(spec, Mapping):
+            return cls(**{k: v for k, v in spec.items() if k in ("name", "cname", "clevel", "shuffle")})._checked()
+        if isinstance(spec, str):
+            s = spec.lower()
+            if s == "gzip":
+                return cls("gzip", "", 4, "byte")
+            if s == "blosc":
+                return cls("blosc", "blosclz", 9, "byte")
+            if s.startswith("blosc-") or s.startswith("blosc:"):
+                return cls("blosc", s[6:], 5, "byte")._checked()
+        raise ValueError(
+            f"unknown compression {spec!r}; expected None, 'gzip', 'blosc' or 'blosc-<cname>' "
+            f"with cname in {cls._BLOSC_CNAMES}"
+        )
+
+    def _checked(self) -> Codec:
+        if self.name not in ("blosc", "gzip", "none"):
+            raise ValueError(f"unknown codec {self.name!r}; expected 'blosc', 'gzip' or 'none'")
+        if self.name == "blosc" and self.cname not in self._BLOSC_CNAMES:
+            raise ValueError(f"unknown blosc compressor {self.cname!r}; expected one of {self._BLOSC_CNAMES}")
+        if self.shuffle not in self._SHUFFLES:
+            raise ValueError(f"unknown shuffle {self.shuffle!r}; expected one of {tuple(self._SHUFFLES)}")
+        if not 0 <= int(self.clevel) <= 9:
+            raise ValueError(f"compression level must be in 0..9, got {self.clevel!r}")
+        return self
+
+    def h5py_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``h5py.Group.create_dataset``."""
+        if self.name == "none":
+            return {}
+        if self.name == "gzip":
+            return {"compression": "gzip", "compression_opts": int(self.clevel), "shuffle": self.shuffle != "none"}
+        return dict(hdf5plugin.Blosc(cname=self.cname, clevel=int(self.clevel), shuffle=self._SHUFFLES[self.shuffle]))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON description, as recorded in ``stack_metadata.json``."""
+        if self.name == "none":
+            return {"name": "none"}
+        if self.name == "gzip":
+            return {"name": "gzip", "clevel": int(self.clevel), "shuffle": self.shuffle}
+        return {"name": "blosc", "cname": self.cname, "clevel": int(self.clevel), "shuffle": self.shuffle}
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Parse a metadata JSON file; malformed content raises :class:`MetadataError`."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(1 << 24)
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MetadataError(f"{str(path)!r} is not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise MetadataError(f"{str(path)!r} must hold a JSON object, found {type(doc).__name__}")
+    return doc
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # not supported (Windows)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes | memoryview, *, fsync: bool = True) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one.
+
+    Writes ``.<name>.<uuid>.tmp`` in the same folder, flushes it to disk, then renames
+    it over `path`. On any error the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, doc: Mapping[str, Any], *, fsync: bool = True) -> None:
+    """Write a JSON document atomically (see :func:`write_bytes_atomic`)."""
+    data = json.dumps(doc, indent=1, default=_json_default).encode()
+    write_bytes_atomic(path, data, fsync=fsync)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"attrs must be JSON-serialisable; {o!r} of type {type(o).__name__} is not")
+
+
+# ----------------------------------------------------------------------------- legacy metadata
+
+
+def _parse_fl_node(node: h5py.Group | h5py.Dataset, depth: int = 0) -> Any:
+    """A flammkuchen value as plain Python: dicts, tuples, lists, numbers. Never unpickles."""
+    if depth > 8:
+        raise MetadataError("legacy metadata nests too deeply")
+    if isinstance(node, h5py.Dataset):
+        if node.dtype.kind not in "biuf" or node.size > 1024:
+            return None  # pickled objects and anything unexpected are ignored, not loaded
+        value = node[()]
+        return value.tolist() if isinstance(value, np.ndarray) else value.item()
+    title = node.attrs.get("TITLE", b"")
+    title = title.decode() if isinstance(title, bytes) else str(title)
+    kind = title.split(":")[0]
+
+    def attr(v: Any) -> Any:
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, bytes):
+            return v.decode(errors="replace")
+        return v
+
+    if kind in ("tuple", "list"):
+        n = int(title.split(":")[1]) if ":" in title else 0
+        items = []
+        for i in range(min(n, 64)):
+            key = f"i{i}"
+            if key in node.attrs:
+                items.append(attr(node.attrs[key]))
+            elif key in node:
+                items.append(_parse_fl_node(node[key], depth + 1))
+            else:
+                items.append(None)
+        return tuple(items) if kind == "tuple" else items
+    out: dict[str, Any] = {}
+    for k, v in node.attrs.items():
+        if k not in ("CLASS", "TITLE", "VERSION"):
+            out[k] = attr(v)
+    for k in node:
+        link = node.get(k, getlink=True)
+        if isinstance(link, h5py.HardLink):
+            out[k] = _parse_fl_node(node[k], depth + 1)
+    return out
+
+
+def read_legacy_metadata(path: Path) -> dict[str, Any]:
+    """The ``stack_metadata`` group that split_dataset < 0.3 stored inside the last block file."""
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            link = f.get("stack_metadata", getlink=True)
+            if not isinstance(link, h5py.HardLink) or not isinstance(f["stack_metadata"], h5py.Group):
+                raise MetadataError(
+                    f"no stack_metadata.json, and {str(path)!r} has no 'stack_metadata' group either"
+                )
+            parsed = _parse_fl_node(f["stack_metadata"])
+    except OSError as e:
+        raise MetadataError(f"no stack_metadata.json, and {str(path)!r} cannot be read: {e}") from e
+    if not isinstance(parsed, dict):
+        raise MetadataError(f"'stack_metadata' in {str(path)!r} is not a dict")
+    return parsed
+
+
+# ----------------------------------------------------------------------------- writing blocks
+
+_FL_ROOT_ATTRS = {
+    "CLASS": np.bytes_(b"GROUP"),
+    "DEEPDISH_IO_VERSION": np.int64(12),
+    "PYTABLES_FORMAT_VERSION": np.bytes_(b"2.1"),
+    "TITLE": np.bytes_(b""),
+    "VERSION": np.bytes_(b"1.0"),
+}
+_FL_ARRAY_ATTRS = {"CLASS": np.bytes_(b"CARRAY"), "TITLE": np.bytes_(b""), "VERSION": np.bytes_(b"1.1")}
+
+
+def default_chunks(shape: tuple[int, ...], itemsize: int, target_bytes: int = 1 << 20) -> tuple[int, ...]:
+    """HDF5 chunk shape inside a block: whole image planes (the last two axes), split in y if large.
+
+    One plane per chunk makes ``ds[t, z]`` decode only what it returns, as PyTables'
+    choice for the old files did.
+
+    Examples
+    --------
+    >>> default_chunks((20, 10, 256, 256), 2)
+    (1, 1, 256, 256)
+    >>> default_chunks((10, 2048, 2048), 2)
+    (1, 256, 2048)
+    """
+    if not shape or 0 in shape:
+        return tuple(max(1, s) for s in shape)
+    if len(shape) == 1:
+        return (max(1, min(shape[0], target_bytes // itemsize)),)
+    row = shape[-1] * itemsize
+    if len(shape) == 2:
+        return (max(1, min(shape[0], target_bytes // max(row, 1))), shape[-1])
+    ny = max(1, min(shape[-2], target_bytes // max(row, 1)))
+    return (1,) * (len(shape) - 2) + (ny, shape[-1])
+
+
+def encode_block(
+    data: np.ndarray,
+    key: str,
+    codec: Codec,
+    chunks: tuple[int, ...] | None = None,
+) -> memoryview:
+    """One block file's bytes: `data` under `key` in the flammkuchen layout, compressed."""
+    data = np.ascontiguousarray(data)
+    bio = io.BytesIO()
+    with h5py.File(bio, "w", libver=("earliest", "v110"), track_order=False) as f:
+        for k, v in _FL_ROOT_ATTRS.items():
+            f.attrs[k] = v
+        kwargs: dict[str, Any] = {}
+        if data.size and codec.name != "none":
+            ch = tuple(min(c, s) for c, s in zip(chunks or default_chunks(data.shape, data.itemsize), data.shape))
+            kwargs = dict(chunks=ch, **codec.h5py_kwargs())
+        elif data.size and chunks:
+            kwargs = dict(chunks=tuple(min(c, s) for c, s in zip(chunks, data.shape)))
+        dset = f.create_dataset(key, data=data, **kwargs)
+        for k, v in _FL_ARRAY_ATTRS.items():
+            dset.attrs[k] = v
+    return bio.getbuffer()
+
+
+# ----------------------------------------------------------------------------- reading blocks
+
+
+def _check_inside(root: Path, target: str | bytes, what: str, file: Path) -> None:
+    name = target.decode() if isinstance(target, bytes) else target
+    resolved = (file.parent / name).resolve() if name not in (".", "") else file.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise UnsafeDatasetError(f"{str(file)!r}: {what} points outside the dataset folder to {name!r}; refused")
+
+
+def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
+    """The block's array: `preferred`, else ``stack_{N}D``/``stack``, else the one dataset named ``stack*``."""
+    candidates = [preferred] if preferred else []
+    for name in candidates + sorted(k for k in f.keys() if k.startswith("stack") and k != "stack_metadata"):
+        link = f.get(name, getlink=True)
+        if isinstance(link, h5py.HardLink) and isinstance(f[name], h5py.Dataset):
+            return name
+        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+            raise UnsafeDatasetError(f"{f.filename!r}: {name!r} is a link ({type(link).__name__}); refused")
+    raise KeyError(f"no dataset named 'stack*' in {f.filename!r}; found {sorted(f.keys())}")
+
+
+def open_block(
+    path: Path, block: tuple[int, ...], root: Path, key: str | None, rdcc_nbytes: int
+) -> tuple[h5py.File, h5py.Dataset]:
+    """Open a block file read-only without HDF5 file locking and find its array."""
+    try:
+        f = h5py.File(path, "r", locking=False, rdcc_nbytes=rdcc_nbytes)
+    except FileNotFoundError as e:
+        raise MissingBlockError(path, block) from e
+    except OSError as e:
+        if not path.exists():
+            raise MissingBlockError(path, block) from e
+        raise CorruptBlockError(path, block, str(e)) from e
+    try:
+        try:
+            name = find_data_key(f, key)
+        except KeyError as e:
+            raise CorruptBlockError(path, block, e.args[0]) from None
+        dset = f[name]
+        if dset.is_virtual:
+            for src in dset.virtual_sources():
+                _check_inside(root, src.file_name, "a virtual dataset source", path)
+        if dset.external:
+            for ext in dset.external:
+                _check_inside(root, ext[0], "external storage", path)
+        return f, dset
+    except BaseException:
+        f.close()
+        raise
+
+
+class HandleCache:
+    """A small LRU of open block files, per process: handles never cross a fork.
+
+    Thread-safe. ``maxsize`` bounds the open files; the least recently used closes first.
+    """
+
+    def __init__(self, maxsize: int = 32) -> None:
+        self.maxsize = max(1, int(maxsize))
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, tuple[h5py.File, h5py.Dataset]] = OrderedDict()
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():  # forked: forget the parent's handles without touching them
+            self._items = OrderedDict()
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
+
+    def get(self, index: int) -> tuple[h5py.File, h5py.Dataset] | None:
+        """The cached handle for block `index`, or None."""
+        self._check_pid()
+        with self._lock:
+            item = self._items.get(index)
+            if item is not None:
+                self._items.move_to_end(index)
+            return item
+
+    def put(self, index: int, item: tuple[h5py.File, h5py.Dataset]) -> None:
+        """Remember an open handle, closing the oldest beyond ``maxsize``."""
+        self._check_pid()
+        evicted = []
+        with self._lock:
+            old = self._items.pop(index, None)
+            if old is not None and old[0] is not item[0]:
+                evicted.append(old)
+            self._items[index] = item
+            while len(self._items) > self.maxsize:
+                evicted.append(self._items.popitem(last=False)[1])
+        for f, _ in evicted:
+            f.close()
+
+    def clear(self) -> None:
+        """Close every cached file."""
+        self._check_pid()
+        with self._lock:
+            items, self._items = list(self._items.values()), OrderedDict()
+        for f, _ in items:
+            try:
+                f.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                pass
+
+    def __len__(self) -> int:
+        return len(self._items)
