@@ -191,6 +191,7 @@ class Indexer:
     items: tuple[str, ...]
     move_to_front: bool
     outer: bool
+    ellipsis: bool = False  # numpy returns a 0-d array, not a scalar, when `...` was used
 
     @classmethod
     def create(cls, selection: Any, shape: Sequence[int], *, outer: bool = False) -> Indexer:
@@ -277,7 +278,7 @@ class Indexer:
                 else:
                     out_shape.extend(idx_shape)
         return cls(
-            tuple(dims), buffer_shape, tuple(lead + out_shape), tuple(items), move, outer
+            tuple(dims), buffer_shape, tuple(lead + out_shape), tuple(items), move, outer, bool(n_ell)
         )
 
     @property
@@ -322,7 +323,7 @@ class Indexer:
                 view.append(slice(None, None, -1) if d.flip else slice(None))
             else:
                 view.extend([slice(None)] * (d.take.ndim if d.take is not None else 1))
-        out = buf[tuple(view)]
+        out = buf[tuple(view) + ((Ellipsis,) if self.ellipsis else ())]
         # 3. numpy puts the advanced dimensions first when they were not adjacent
         if self.move_to_front:
             d_arr = next(d for d in dims if d.kind == _ARRAY)
@@ -347,7 +348,7 @@ def normalize_index(selection: Any, shape: Sequence[int]) -> Indexer:
 
     Examples
     --------
-    >>> normalize_index((0, ..., [2, 1]), (4, 5, 6)).shape
-    (5, 2)
+    >>> normalize_index((0, ..., [2, 1]), (4, 5, 6)).shape  # numpy moves the array axis first
+    (2, 5)
     """
     return Indexer.create(selection, shape)

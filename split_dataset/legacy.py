@@ -21,7 +21,7 @@ from .dataset import SplitDataset
 from .errors import BlockMismatchError, MissingBlockError
 from .grid import grid_shape
 from .metadata import Metadata
-from .storage import METADATA_FILENAME, Codec, block_name, write_json_atomic
+from .storage import METADATA_FILENAME, Codec, block_name, open_block, write_json_atomic
 from .writer import BlockSink, DEFAULT_COMPRESSION, default_shape_block
 
 __all__ = ["Blocks", "EmptySplitDataset", "save_to_split_dataset"]
@@ -379,30 +379,37 @@ class EmptySplitDataset(Blocks):
                 self.linear_to_cartesian(self.files.index(missing[0])),
                 f"{len(missing)} of {self.n_blocks} block files were not written ({', '.join(missing[:5])})",
             )
-        ndim = len(self.shape_block)
+        dtype, key = self._check_blocks()
         meta = Metadata(
             shape=self.shape_cropped,
             shape_block=self.shape_block,
             padding=self.padding,
+            dtype=dtype,
             resolution=tuple(self.resolution) if self.resolution is not None else (),
-            compression=None,
+            data_key=key,
             complete=True,
         )
-        d = meta.to_dict()
-        d["crop_start"] = [0] * ndim
-        d["crop_end"] = [0] * ndim
-        write_json_atomic(self.root / METADATA_FILENAME, d)
-        ds = SplitDataset(self.root)
-        for index in range(ds.n_blocks):  # every block must hold the shape the grid says
-            f, dset = ds._handle(index)
-            expected = ds.grid.block_shape(ds.grid.coords(index))
-            if dset.shape != expected or dset.dtype != ds.dtype:
-                (self.root / METADATA_FILENAME).unlink()
-                raise BlockMismatchError(
-                    f"block {index} ({self.files[index]}): expected {expected} {ds.dtype}, "
-                    f"found {dset.shape} {dset.dtype}"
-                )
-        return ds
+        write_json_atomic(self.root / METADATA_FILENAME, meta.to_dict())
+        return SplitDataset(self.root)
+
+    def _check_blocks(self) -> tuple[np.dtype | None, str | None]:
+        """Every block holds the shape the grid says and one common dtype; returns (dtype, key or None)."""
+        dtype, keys = None, set()
+        root = self.root.resolve()
+        for n, name in enumerate(self.files):
+            f, dset = open_block(self.root / name, self.linear_to_cartesian(n), root, None, 1 << 20)
+            try:
+                expected = self._block_shape(n)
+                if dset.shape != expected or (dtype is not None and dset.dtype != dtype):
+                    raise BlockMismatchError(
+                        f"block {n} ({name}) of {str(self.root)!r}: expected {expected} "
+                        f"{dtype or dset.dtype}, found {dset.shape} {dset.dtype}"
+                    )
+                dtype = dset.dtype
+                keys.add(dset.name.lstrip("/"))
+            finally:
+                f.close()
+        return dtype, (keys.pop() if len(keys) == 1 else None)
 
 
 def save_to_split_dataset(

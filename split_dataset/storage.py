@@ -371,7 +371,13 @@ def open_block(
 ) -> tuple[h5py.File, h5py.Dataset]:
     """Open a block file read-only without HDF5 file locking and find its array."""
     try:
-        f = h5py.File(path, "r", locking=False, rdcc_nbytes=rdcc_nbytes)
+        try:
+            f = h5py.File(path, "r", locking=False, rdcc_nbytes=rdcc_nbytes)
+        except OSError as e:
+            if "locking flag" not in str(e):
+                raise
+            # this process already has the file open with HDF5 locking on: HDF5 insists on the same flags
+            f = h5py.File(path, "r", rdcc_nbytes=rdcc_nbytes)
     except FileNotFoundError as e:
         raise MissingBlockError(path, block) from e
     except OSError as e:

@@ -51,11 +51,12 @@ def default_shape_block(
     shape = tuple(int(s) for s in shape)
     block = list(max(1, s) for s in shape)
     for axis in range(len(shape)):
-        rest = math.prod(block[axis + 1 :]) * itemsize
-        n = max(1, target_bytes // max(rest, 1))
-        if n < block[axis]:
-            block[axis] = n
-            break
+        n = target_bytes // max(math.prod(block[axis + 1 :]) * itemsize, 1)
+        if n == 0:  # one slice along this axis is already too large: split the next axis too
+            block[axis] = 1
+            continue
+        block[axis] = min(block[axis], n)
+        break
     return tuple(block)
 
 
@@ -238,11 +239,6 @@ def save(
     >>> ds.shape_block, ds.n_blocks, bool((ds[:] == x).all())
     ((5, 3, 17, 19), 5, True)
     """
-    if _is_dask(data):
-        from .dask_adapter import save_dask  # pragma: no cover - issue 4
-
-        return save_dask(data, path, shape_block, compression=compression, resolution=resolution,
-                         axis_order=axis_order, attrs=attrs, chunks=chunks, overwrite=overwrite)
     if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
         data = np.asarray(data)
     dtype = _check_dtype(data.dtype)
@@ -261,6 +257,3 @@ def save(
     sink.write_metadata()
     return SplitDataset(root)
 
-
-def _is_dask(x: Any) -> bool:
-    return type(x).__module__.startswith("dask.") and hasattr(x, "dask")

@@ -1,0 +1,175 @@
+"""save(): round trips, metadata, codecs, array-likes, bad input, atomicity."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+import split_dataset
+from split_dataset import Codec, SplitDataset
+from split_dataset.writer import default_shape_block
+
+from conftest import save_fast
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32", "float64", "bool", "complex64"])
+def test_round_trip_dtypes(tmp_path, dtype) -> None:
+    arr = (np.arange(7 * 5 * 3).reshape(7, 5, 3) % 7).astype(dtype)
+    ds = save_fast(arr, tmp_path / "ds", (3, 2))
+    assert ds.dtype == arr.dtype
+    np.testing.assert_array_equal(ds[:], arr)
+
+
+@pytest.mark.parametrize("compression", [None, "none", "gzip", "blosc", "blosc-lz4", "blosc-zstd", "blosc-blosclz",
+                                         {"name": "blosc", "cname": "zstd", "clevel": 3, "shuffle": "bit"}])
+def test_codecs(tmp_path, compression) -> None:
+    arr = np.random.default_rng(0).integers(0, 500, (6, 32, 32), dtype=np.uint16)
+    ds = save_fast(arr, tmp_path / "ds", (4,), compression=compression)
+    np.testing.assert_array_equal(ds[:], arr)
+    assert ds.metadata["compression"] == Codec.parse(compression).describe()
+
+
+def test_unknown_codec_is_value_error(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown compression 'lzma'"):
+        save_fast(np.zeros(3), tmp_path / "ds", None, compression="lzma")
+    with pytest.raises(ValueError, match="unknown blosc compressor 'snappy2'"):
+        save_fast(np.zeros(3), tmp_path / "ds", None, compression="blosc-snappy2")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_metadata_has_classic_and_new_keys(tmp_path) -> None:
+    arr = np.zeros((10, 4, 6, 8), np.uint16)
+    save_fast(arr, tmp_path / "ds", (4,), resolution=(0.5, 2, 0.3, 0.3), attrs={"fish": "F1", "n": [1, 2]})
+    meta = json.loads((tmp_path / "ds" / "stack_metadata.json").read_text())
+    assert meta["shape_full"] == [10, 4, 6, 8] and meta["shape_block"] == [4, 4, 6, 8]
+    assert meta["crop_start"] == meta["crop_end"] == meta["padding"] == [0, 0, 0, 0]
+    assert meta["resolution"] == [0.5, 2, 0.3, 0.3] and meta["axis_order"] == "tzyx"
+    assert meta["dtype"] == "<u2" and meta["data_key"] == "stack_4D" and meta["complete"] is True
+    assert meta["n_blocks"] == 3 and meta["format_version"] == 1
+    ds = SplitDataset(tmp_path / "ds")
+    assert ds.attrs == {"fish": "F1", "n": [1, 2]}
+    assert ds.resolution == (0.5, 2.0, 0.3, 0.3)
+
+
+@pytest.mark.parametrize("ndim, order", [(1, "x"), (2, "yx"), (3, "zyx"), (4, "tzyx"), (5, "tczyx")])
+def test_default_axis_order_has_the_right_length(tmp_path, ndim, order) -> None:
+    ds = save_fast(np.zeros((2,) * ndim, np.uint8), tmp_path / "ds", None)
+    assert ds.axis_order == order
+
+
+def test_block_files_layout(tmp_path) -> None:
+    arr = np.arange(20 * 3 * 64 * 48, dtype=np.uint16).reshape(20, 3, 64, 48)
+    ds = save_fast(arr, tmp_path / "ds", (8,))
+    ds.close()  # HDF5 refuses to open a file twice with different locking flags
+    assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "0002.h5", "stack_metadata.json"]
+    with h5py.File(ds.root / "0002.h5", "r") as f:
+        assert list(f) == ["stack_4D"]
+        d = f["stack_4D"]
+        assert d.shape == (4, 3, 64, 48)
+        assert d.chunks == (1, 1, 64, 48)  # one image plane per chunk
+        assert "32001" in d._filters
+        assert d.attrs["CLASS"] == b"CARRAY" and f.attrs["CLASS"] == b"GROUP"
+
+
+def test_default_shape_block_rule() -> None:
+    assert default_shape_block((200, 10, 256, 256), 2) == (51, 10, 256, 256)
+    assert default_shape_block((5, 10, 256, 256), 2) == (5, 10, 256, 256)
+    assert default_shape_block((3, 8192, 8192), 2) == (1, 4096, 8192)
+
+
+def test_shape_block_with_none_and_short(tmp_path) -> None:
+    arr = np.zeros((6, 5, 4), np.int16)
+    assert save_fast(arr, tmp_path / "a", (2, None, 3)).shape_block == (2, 5, 3)
+    assert save_fast(arr, tmp_path / "b", (2,)).shape_block == (2, 5, 4)
+    assert save_fast(arr, tmp_path / "c", (100, 100, 100)).shape_block == (6, 5, 4)
+
+
+@pytest.mark.parametrize("bad", [(0,), (-1, 2), (2.5,), (1, 1, 1, 1)], ids=str)
+def test_bad_shape_block_is_value_error(tmp_path, bad) -> None:
+    with pytest.raises(ValueError, match="shape_block"):
+        save_fast(np.zeros((4, 4, 4)), tmp_path / "ds", bad)
+
+
+def test_bad_dtype_is_type_error(tmp_path) -> None:
+    with pytest.raises(TypeError, match="dtype object"):
+        save_fast(np.array([None, 1], dtype=object), tmp_path / "ds", None)
+    with pytest.raises(TypeError, match="dtype <U1"):
+        save_fast(np.array(["a"]), tmp_path / "ds2", None)
+
+
+def test_existing_folder_refused_and_untouched(tmp_path) -> None:
+    first = save_fast(np.ones((4, 4), np.uint8), tmp_path / "ds", (2,))
+    before = {p.name: p.read_bytes() for p in first.root.iterdir()}
+    with pytest.raises(FileExistsError, match="not empty"):
+        save_fast(np.zeros((8, 4), np.uint8), tmp_path / "ds", (2,))
+    assert {p.name: p.read_bytes() for p in first.root.iterdir()} == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        save_fast(np.zeros(3), tmp_path / "file", None)
+
+
+def test_overwrite_replaces_only_the_dataset(tmp_path) -> None:
+    save_fast(np.ones((10, 4), np.uint8), tmp_path / "ds", (2,))
+    (tmp_path / "ds" / "notes.txt").write_text("keep me")
+    ds = save_fast(np.zeros((4, 4), np.int16), tmp_path / "ds", (2,), overwrite=True)
+    assert ds.shape == (4, 4) and ds.dtype == np.int16
+    assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "notes.txt", "stack_metadata.json"]
+
+
+def test_empty_folder_is_fine(tmp_path) -> None:
+    (tmp_path / "ds").mkdir()
+    assert save_fast(np.zeros(3), tmp_path / "ds", None).shape == (3,)
+
+
+def test_no_temporary_files_left(tmp_path) -> None:
+    ds = save_fast(np.zeros((9, 3)), tmp_path / "ds", (2,))
+    assert not [p for p in ds.root.iterdir() if p.name.startswith(".")]
+
+
+def test_array_likes(tmp_path) -> None:
+    arr = np.arange(11 * 6 * 5, dtype=np.float32).reshape(11, 6, 5)
+    with h5py.File(tmp_path / "src.h5", "w") as f:
+        f["x"] = arr
+    with h5py.File(tmp_path / "src.h5", "r") as f:
+        np.testing.assert_array_equal(save_fast(f["x"], tmp_path / "from_h5", (4,))[:], arr)
+    np.save(tmp_path / "m.npy", arr)
+    mm = np.load(tmp_path / "m.npy", mmap_mode="r")
+    np.testing.assert_array_equal(save_fast(mm, tmp_path / "from_mm", (3, 2))[:], arr)
+    ds = save_fast(arr, tmp_path / "from_np", (5,))
+    np.testing.assert_array_equal(save_fast(ds, tmp_path / "from_sd", (2, 6, 5))[:], arr)
+    np.testing.assert_array_equal(save_fast(arr.tolist(), tmp_path / "from_list", None)[:], arr.astype(np.float64))
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(store=str(tmp_path / "z.zarr"), shape=arr.shape, chunks=(4, 6, 5), dtype=arr.dtype)
+    z[:] = arr
+    np.testing.assert_array_equal(save_fast(z, tmp_path / "from_zarr", (4,))[:], arr)
+
+
+def test_zero_length_axis(tmp_path) -> None:
+    ds = save_fast(np.zeros((0, 3, 4), np.uint16), tmp_path / "ds", (5,))
+    assert ds.shape == (0, 3, 4) and ds.n_blocks == 0 and ds[:].shape == (0, 3, 4)
+
+
+def test_padding_round_trip(tmp_path) -> None:
+    from split_dataset.writer import BlockSink, make_metadata
+
+    arr = np.arange(11 * 6 * 5).reshape(11, 6, 5).astype(np.uint16)
+    meta = make_metadata(arr.shape, arr.dtype, (4, 3, 5), Codec.parse(None), padding=(1, 1, 0))
+    (tmp_path / "p").mkdir()
+    sink = BlockSink(tmp_path / "p", meta, Codec.parse(None), fsync=False)
+    for i, coords in enumerate(sink.grid.iter_coords()):
+        sink.write(i, arr[sink.grid.block_slices(coords)])
+    sink.write_metadata()
+    ds = SplitDataset(tmp_path / "p")
+    assert ds.files.shape == (3, 2, 1)
+    np.testing.assert_array_equal(ds[:], arr)
+    np.testing.assert_array_equal(ds[::-1, 2:5], arr[::-1, 2:5])
+
+
+def test_open_is_save_inverse_with_doc_example(tmp_path) -> None:
+    x = np.random.default_rng(0).integers(0, 1000, (23, 3, 17, 19), dtype=np.uint16)
+    ds = split_dataset.save(x, tmp_path / "ds", shape_block=(5,))
+    assert ds.n_blocks == 5
+    np.testing.assert_array_equal(split_dataset.open(tmp_path / "ds")[:], x)
