@@ -116,11 +116,15 @@ class SplitDataset:
                 f"{str(root)!r} is not a split dataset: no {METADATA_FILENAME} and no block files "
                 f"named like {block_name(0, prefix)!r}"
             )
-        meta = Metadata.from_dict(raw)
+        try:
+            meta = Metadata.from_dict(raw)
+        except MetadataError as e:
+            source = json_path if json_path.is_file() else root / present[max(present)]
+            raise MetadataError(f"{str(source)!r}: {e}") from e
         claimed = BlockGrid(meta.shape, meta.shape_block, meta.padding)
         self._raw = raw
         self._prefix = prefix
-        self._present = frozenset(i for i in present if i < claimed.n_blocks)
+        self._present = frozenset(present)
         self._key = meta.data_key
         self._dtype = meta.dtype
         shape = self._reconcile(claimed, meta)
@@ -157,7 +161,21 @@ class SplitDataset:
         )
 
     def _reconcile(self, grid: BlockGrid, meta: Metadata) -> tuple[int, ...]:
-        """The shape the files on disk support: the metadata's, or fewer frames along axis 0."""
+        """The shape the files on disk support: the metadata's, or another number of frames on axis 0."""
+        rest = meta.shape[1:]
+        if meta.complete is False and grid.padding[0] == 0 and all(n == 1 for n in grid.grid_shape[1:]):
+            # written by SplitDatasetWriter, which renames each block into place before it
+            # updates the metadata: the consecutive blocks on disk are the truth
+            k = 0
+            while k in self._present:
+                k += 1
+            frames = 0
+            if k:
+                live = grid.with_shape((k * grid.shape_block[0],) + rest)
+                frames = grid.block_start(0, k - 1) + self._handle_for_check(k - 1, live)
+            if frames >= meta.shape[0]:
+                return (frames,) + rest
+            return self._truncated(meta, frames)
         if grid.n_blocks == 0:
             return meta.shape
         layer = grid.n_blocks // grid.grid_shape[0]  # blocks per axis-0 layer
@@ -166,26 +184,26 @@ class SplitDataset:
             (k for k in range(n_layers) if any(k * layer + j not in self._present for j in range(layer))),
             n_layers,
         )
-        later = any(i >= (first_gap + 1) * layer for i in self._present)
+        later = any(first_gap * layer + layer <= i < grid.n_blocks for i in self._present)
         if first_gap < n_layers and later:
             return meta.shape  # a hole in the middle: keep the shape, reading the hole raises
         # the last complete layer may itself be shorter than the metadata says
         frames = meta.shape[0] if first_gap == n_layers else first_gap * grid.shape_block[0]
         if first_gap > 0:
-            last = (first_gap - 1) * layer + layer - 1
-            held = self._handle_for_check(last, grid)
-            frames = min(frames, grid.block_start(0, first_gap - 1) + held) if held is not None else frames
-        if frames == meta.shape[0]:
-            return meta.shape
+            held = self._handle_for_check((first_gap - 1) * layer + layer - 1, grid)
+            frames = min(frames, grid.block_start(0, first_gap - 1) + held)
+        return meta.shape if frames == meta.shape[0] else self._truncated(meta, frames)
+
+    def _truncated(self, meta: Metadata, frames: int) -> tuple[int, ...]:
         warnings.warn(
             f"{str(self._root)!r}: the metadata describes {meta.shape[0]} frames along axis 0 but the "
             f"block files hold {frames}; opening the {frames} complete frames",
             TruncatedDatasetWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         return (frames,) + meta.shape[1:]
 
-    def _handle_for_check(self, index: int, grid: BlockGrid) -> int | None:
+    def _handle_for_check(self, index: int, grid: BlockGrid) -> int:
         """Frames held along axis 0 by block `index` (opening it, which also caches it)."""
         self._grid = grid
         f, dset = self._handle(index)
@@ -234,11 +252,15 @@ class SplitDataset:
 
     def _check_block(self, dset: Any, coords: tuple[int, ...], index: int) -> None:
         grid = self._grid
-        need = tuple(grid.owned_stop(a, c) - grid.block_start(a, c) for a, c in enumerate(coords))
+        expected = grid.block_shape(coords)
         shape = dset.shape
-        if len(shape) != len(need) or any(s < n for s, n in zip(shape, need)) or dset.dtype != self._dtype:
+        ok = shape == expected and dset.dtype == self._dtype
+        if not ok and self._meta.complete is False and coords[0] == grid.grid_shape[0] - 1:
+            # a live writer may have grown the last block since this dataset was opened
+            ok = shape[1:] == expected[1:] and shape[0] >= expected[0] and dset.dtype == self._dtype
+        if not ok:
             raise BlockMismatchError(
-                f"block {coords} ({block_name(index, self._prefix)}): expected at least {need} "
+                f"block {coords} ({block_name(index, self._prefix)}): expected {expected} "
                 f"{self._dtype}, found {shape} {dset.dtype}"
             )
 

@@ -270,7 +270,7 @@ def _parse_fl_node(node: h5py.Group | h5py.Dataset, depth: int = 0) -> Any:
 def read_legacy_metadata(path: Path) -> dict[str, Any]:
     """The ``stack_metadata`` group that split_dataset < 0.3 stored inside the last block file."""
     try:
-        with h5py.File(path, "r", locking=False) as f:
+        with _open_readonly(path) as f:
             link = f.get("stack_metadata", getlink=True)
             if not isinstance(link, h5py.HardLink) or not isinstance(f["stack_metadata"], h5py.Group):
                 raise MetadataError(
@@ -347,13 +347,6 @@ def encode_block(
 # ----------------------------------------------------------------------------- reading blocks
 
 
-def _check_inside(root: Path, target: str | bytes, what: str, file: Path) -> None:
-    name = target.decode() if isinstance(target, bytes) else target
-    resolved = (file.parent / name).resolve() if name not in (".", "") else file.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise UnsafeDatasetError(f"{str(file)!r}: {what} points outside the dataset folder to {name!r}; refused")
-
-
 def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
     """The block's array: `preferred`, else ``stack_{N}D``/``stack``, else the one dataset named ``stack*``."""
     candidates = [preferred] if preferred else []
@@ -366,18 +359,30 @@ def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
     raise KeyError(f"no dataset named 'stack*' in {f.filename!r}; found {sorted(f.keys())}")
 
 
+def _open_readonly(path: Path, rdcc_nbytes: int = 1 << 20) -> h5py.File:
+    """Open read-only with HDF5's default locking, or without locks where they fail.
+
+    Blocks are immutable once renamed into place, so readers need no lock; but HDF5
+    refuses to open a file twice in one process with different locking flags, so the
+    default (what a user's own ``h5py.File(path)`` uses) is tried first. Where locks are
+    unavailable (NFS: "No locks available") or the file was opened without locks
+    elsewhere in this process, it is opened with ``locking=False``.
+    """
+    try:
+        return h5py.File(path, "r", rdcc_nbytes=rdcc_nbytes)
+    except OSError as e:
+        msg = str(e).lower()
+        if "lock" not in msg:
+            raise
+    return h5py.File(path, "r", locking=False, rdcc_nbytes=rdcc_nbytes)
+
+
 def open_block(
     path: Path, block: tuple[int, ...], root: Path, key: str | None, rdcc_nbytes: int
 ) -> tuple[h5py.File, h5py.Dataset]:
     """Open a block file read-only without HDF5 file locking and find its array."""
     try:
-        try:
-            f = h5py.File(path, "r", locking=False, rdcc_nbytes=rdcc_nbytes)
-        except OSError as e:
-            if "locking flag" not in str(e):
-                raise
-            # this process already has the file open with HDF5 locking on: HDF5 insists on the same flags
-            f = h5py.File(path, "r", rdcc_nbytes=rdcc_nbytes)
+        f = _open_readonly(path, rdcc_nbytes)
     except FileNotFoundError as e:
         raise MissingBlockError(path, block) from e
     except OSError as e:
@@ -390,12 +395,12 @@ def open_block(
         except KeyError as e:
             raise CorruptBlockError(path, block, e.args[0]) from None
         dset = f[name]
-        if dset.is_virtual:
-            for src in dset.virtual_sources():
-                _check_inside(root, src.file_name, "a virtual dataset source", path)
-        if dset.external:
-            for ext in dset.external:
-                _check_inside(root, ext[0], "external storage", path)
+        if dset.is_virtual or dset.external:
+            what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
+            raise UnsafeDatasetError(
+                f"{str(path)!r}: {name!r} is {what}; a block file must hold its own array (refused, "
+                "as its sources could lie outside the dataset folder)"
+            )
         return f, dset
     except BaseException:
         f.close()

@@ -77,12 +77,24 @@ def prepare_folder(path: Path, overwrite: bool) -> None:
                 f"{str(path)!r} exists and is not empty; pass overwrite=True to replace the dataset in it"
             )
         meta = path / METADATA_FILENAME
+        n_old: int | None = None
         if meta.exists():
+            try:
+                n_old = _n_blocks_claimed(meta)
+            except (ValueError, OSError):
+                n_old = None
             meta.unlink()  # first: the folder no longer claims the old blocks
-        for names in scan_block_files(path).values():
-            for name in names.values():
+        for index, name in scan_block_files(path).get("", {}).items():  # only our own names
+            if n_old is None or index < n_old:
                 (path / name).unlink()
     path.mkdir(parents=True, exist_ok=True)
+
+
+def _n_blocks_claimed(meta_path: Path) -> int:
+    from .storage import read_json
+
+    m = Metadata.from_dict(read_json(meta_path))
+    return BlockGrid(m.shape, m.shape_block, m.padding).n_blocks
 
 
 class BlockSink:
@@ -163,7 +175,7 @@ def make_metadata(
         for i, b in enumerate(block):
             if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
                 raise ValueError(f"shape_block[{i}] must be a positive integer, got {b!r}")
-        block = tuple(int(min(b, max(1, s))) for b, s in zip(block, shape))
+        block = tuple(int(min(b, s)) if s else int(b) for b, s in zip(block, shape))  # an empty axis may grow
     pad = (int(padding),) * ndim if isinstance(padding, (int, np.integer)) else tuple(int(p) for p in padding)
     if resolution is not None and len(resolution) != ndim:
         raise ValueError(f"resolution must have {ndim} entries (one per axis), got {len(resolution)}")

@@ -220,3 +220,16 @@ def test_open_accepts_the_metadata_file(stack) -> None:
 def test_oindex(stack) -> None:
     arr, ds = stack
     np.testing.assert_array_equal(ds.oindex[[3, 1], 0, [5, 0, 2]], arr[np.ix_([3, 1], [0], [5, 0, 2], range(19))][:, 0])
+
+
+def test_block_opened_elsewhere_in_this_process(stack) -> None:
+    import h5py
+
+    arr, ds = stack
+    ds.close()
+    with h5py.File(ds.files.flat[0], "r", locking=False):  # user code without locks first
+        np.testing.assert_array_equal(ds[0], arr[0])
+    ds.close()
+    ds[0]  # now we hold it: the user's default open must still work
+    with h5py.File(ds.files.flat[0], "r") as f:
+        assert f["stack_4D"].shape[0] == 5
