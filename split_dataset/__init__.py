@@ -20,6 +20,7 @@ from . import errors
 from .dataset import SplitDataset, open
 from .legacy import Blocks, EmptySplitDataset, save_to_split_dataset
 from .storage import Codec
+from .stream import SplitDatasetWriter
 from .writer import save
 
 try:
@@ -31,6 +32,7 @@ __all__ = [
     "SplitDataset",
     "open",
     "save",
+    "SplitDatasetWriter",
     "Codec",
     "errors",
     "Blocks",

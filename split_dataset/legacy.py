@@ -429,7 +429,7 @@ def save_to_split_dataset(
     Examples
     --------
     >>> import numpy as np, tempfile
-    >>> ds = save_to_split_dataset(np.zeros((10, 3, 3)), tempfile.mkdtemp(), block_size=(2, None, None))
+    >>> ds = save_to_split_dataset(np.zeros((10, 3, 3)), tempfile.mkdtemp(), block_size=(2, None, None), prefix="ds")
     >>> ds.shape_block
     (2, 3, 3)
     """
