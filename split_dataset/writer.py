@@ -18,9 +18,8 @@ from .storage import (
     Codec,
     block_name,
     default_chunks,
-    encode_block,
     scan_block_files,
-    write_bytes_atomic,
+    write_block_atomic,
     write_json_atomic,
 )
 
@@ -138,8 +137,8 @@ class BlockSink:
     def write_unchecked(self, index: int, arr: np.ndarray) -> Path:
         """Write block `index` without validating it against the grid."""
         path = self.root / block_name(index, self.prefix)
-        payload = encode_block(arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks)
-        write_bytes_atomic(path, payload, fsync=self.fsync)
+        write_block_atomic(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks,
+                           fsync=self.fsync)
         return path
 
     def write_metadata(self, meta: Metadata | None = None) -> None:

@@ -173,3 +173,17 @@ def test_open_is_save_inverse_with_doc_example(tmp_path) -> None:
     ds = split_dataset.save(x, tmp_path / "ds", shape_block=(5,))
     assert ds.n_blocks == 5
     np.testing.assert_array_equal(split_dataset.open(tmp_path / "ds")[:], x)
+
+
+@pytest.mark.parametrize("compression", ["blosc-lz4", "blosc-zstd", "gzip", None])
+def test_edge_chunks_read_by_hdf5_and_pytables(tmp_path, compression) -> None:
+    tables = pytest.importorskip("tables")
+    arr = np.random.default_rng(3).integers(0, 2**16, (5, 7, 11), dtype=np.uint16)
+    ds = save_fast(arr, tmp_path / "ds", (5,), chunks=(2, 3, 5), compression=compression)
+    ds.close()
+    with h5py.File(ds.root / "0000.h5", "r") as f:  # HDF5's own filter pipeline decodes our chunks
+        assert f["stack_3D"].chunks == (2, 3, 5)
+        np.testing.assert_array_equal(f["stack_3D"][...], arr)
+    with tables.open_file(str(ds.root / "0000.h5")) as f:
+        np.testing.assert_array_equal(f.root.stack_3D[...], arr)
+    np.testing.assert_array_equal(SplitDataset(ds.root)[:], arr)
