@@ -14,7 +14,9 @@ Examples
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version as _version
+from typing import Any
 
 from . import errors
 from .dataset import SplitDataset, open
@@ -22,6 +24,23 @@ from .legacy import Blocks, EmptySplitDataset, save_to_split_dataset
 from .storage import Codec
 from .stream import SplitDatasetWriter
 from .writer import save
+
+
+
+def to_dask(path: str | os.PathLike[str] | SplitDataset, chunks: Any = None) -> Any:
+    """A lazy dask array over the split dataset at `path`, one chunk per block file.
+
+    Needs the ``dask`` extra: ``pip install "split_dataset[dask]"``.
+
+    Examples
+    --------
+    >>> x = split_dataset.to_dask("fish1/raw")  # doctest: +SKIP
+    >>> f0 = x.mean(axis=0).compute()  # doctest: +SKIP
+    """
+    from .dask_adapter import to_dask as _to_dask
+
+    return _to_dask(path, chunks)
+
 
 try:
     __version__ = _version("split_dataset")
@@ -33,6 +52,7 @@ __all__ = [
     "open",
     "save",
     "SplitDatasetWriter",
+    "to_dask",
     "Codec",
     "errors",
     "Blocks",

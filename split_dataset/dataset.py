@@ -221,12 +221,10 @@ class SplitDataset:
         return self._root / block_name(index, self._prefix)
 
     def _handle(self, index: int) -> Any:
-        item = self._handles.get(index)
-        if item is None:
-            coords = self._grid.coords(index)
-            item = open_block(self._path(index), coords, self._root, self._key, self._rdcc_nbytes())
-            self._handles.put(index, item)
-        return item
+        grid = self._grid
+        return self._handles.get_or_open(
+            index, lambda: open_block(self._path(index), grid.coords(index), self._root, self._key, self._rdcc_nbytes())
+        )
 
     def _rdcc_nbytes(self) -> int:
         return 4 << 20
@@ -285,6 +283,23 @@ class SplitDataset:
         >>> ds.oindex[[0, 2], :, [1, 3]]  # doctest: +SKIP
         """
         return _OIndex(self)
+
+    def to_dask(self, chunks: Any = None) -> Any:
+        """A lazy ``dask.array.Array`` over this dataset, one chunk per block file.
+
+        Needs the ``dask`` extra (``pip install "split_dataset[dask]"``).
+
+        Examples
+        --------
+        >>> ds.to_dask().mean(axis=0).compute()  # doctest: +SKIP
+        """
+        from .dask_adapter import to_dask
+
+        return to_dask(self, chunks)
+
+    def as_dask(self, chunks: Any = None) -> Any:
+        """Same as :meth:`to_dask` (the name of an unreleased 0.4 version)."""
+        return self.to_dask(chunks)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self[...]

@@ -285,11 +285,15 @@ def read_legacy_metadata(path: Path) -> dict[str, Any]:
             link = f.get("stack_metadata", getlink=True)
             if not isinstance(link, h5py.HardLink) or not isinstance(f["stack_metadata"], h5py.Group):
                 raise MetadataError(
-                    f"no stack_metadata.json, and {str(path)!r} has no 'stack_metadata' group either"
+                    f"{str(path.parent)!r} is not a split dataset: it has no stack_metadata.json, and its last "
+                    f"block {path.name!r} has no legacy 'stack_metadata' group either (an interrupted write?)"
                 )
             parsed = _parse_fl_node(f["stack_metadata"])
     except OSError as e:
-        raise MetadataError(f"no stack_metadata.json, and {str(path)!r} cannot be read: {e}") from e
+        raise MetadataError(
+            f"{str(path.parent)!r} is not a split dataset: it has no stack_metadata.json, and its last "
+            f"block {path.name!r} cannot be read: {e}"
+        ) from e
     if not isinstance(parsed, dict):
         raise MetadataError(f"'stack_metadata' in {str(path)!r} is not a dict")
     return parsed
@@ -498,7 +502,7 @@ def open_block(
 class HandleCache:
     """A small LRU of open block files, per process: handles never cross a fork.
 
-    Thread-safe. ``maxsize`` bounds the open files; the least recently used closes first.
+    Thread-safe. ``maxsize`` bounds the cached files; the least recently used is dropped first.
     """
 
     def __init__(self, maxsize: int = 32) -> None:
@@ -513,28 +517,23 @@ class HandleCache:
             self._lock = threading.Lock()
             self._pid = os.getpid()
 
-    def get(self, index: int) -> tuple[h5py.File, h5py.Dataset] | None:
-        """The cached handle for block `index`, or None."""
+    def get_or_open(self, index: int, opener: Any) -> tuple[h5py.File, h5py.Dataset]:
+        """The handle of block `index`, opened with ``opener()`` if it is not cached.
+
+        An evicted handle is not closed here but dropped: a thread that is reading from it
+        keeps it alive, and it closes when its last reference goes.
+        """
         self._check_pid()
         with self._lock:
             item = self._items.get(index)
             if item is not None:
                 self._items.move_to_end(index)
-            return item
-
-    def put(self, index: int, item: tuple[h5py.File, h5py.Dataset]) -> None:
-        """Remember an open handle, closing the oldest beyond ``maxsize``."""
-        self._check_pid()
-        evicted = []
-        with self._lock:
-            old = self._items.pop(index, None)
-            if old is not None and old[0] is not item[0]:
-                evicted.append(old)
+                return item
+            item = opener()
             self._items[index] = item
             while len(self._items) > self.maxsize:
-                evicted.append(self._items.popitem(last=False)[1])
-        for f, _ in evicted:
-            f.close()
+                self._items.popitem(last=False)
+            return item
 
     def clear(self) -> None:
         """Close every cached file."""

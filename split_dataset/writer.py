@@ -218,7 +218,9 @@ def save(
     data
         A numpy array or anything with ``shape``, ``dtype`` and numpy slicing (an
         h5py dataset, a memmap, a zarr array, another SplitDataset). Read one block
-        at a time, so peak memory is about one block.
+        at a time, so peak memory is about one block. A dask array is computed and
+        written in parallel on the active scheduler, one task per block file
+        (see :func:`split_dataset.dask_adapter.save_dask`).
     path
         Folder to create. A non-empty folder raises ``FileExistsError`` unless
         `overwrite` (which removes only the old dataset's own files).
@@ -250,6 +252,11 @@ def save(
     >>> ds.shape_block, ds.n_blocks, bool((ds[:] == x).all())
     ((5, 3, 17, 19), 5, True)
     """
+    if type(data).__module__.startswith("dask.") and hasattr(data, "dask"):
+        from .dask_adapter import save_dask
+
+        return save_dask(data, path, shape_block, compression=compression, resolution=resolution,  # type: ignore[no-any-return]
+                         axis_order=axis_order, attrs=attrs, chunks=chunks, overwrite=overwrite, fsync=fsync)
     if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
         data = np.asarray(data)
     dtype = _check_dtype(data.dtype)

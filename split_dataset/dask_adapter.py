@@ -1,0 +1,120 @@
+"""Dask integration: lazy arrays over split datasets, and parallel writes of dask arrays.
+
+Only this module imports dask (``pip install "split_dataset[dask]"``). The graphs hold
+the dataset object, which pickles as its path and metadata (no open file), and
+block slices: they run on the threaded, processes and distributed schedulers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .dataset import SplitDataset
+from .metadata import Metadata
+from .storage import Codec
+from .writer import DEFAULT_COMPRESSION, BlockSink, _check_dtype, make_metadata, prepare_folder
+
+try:
+    import dask
+    import dask.array as da
+    from dask.base import tokenize
+except ImportError as e:  # pragma: no cover - exercised by a test that hides dask
+    raise ImportError(
+        "the dask integration of split_dataset needs dask: pip install \"split_dataset[dask]\""
+    ) from e
+
+__all__ = ["to_dask", "save_dask"]
+
+
+def to_dask(dataset: SplitDataset | str | os.PathLike[str], chunks: Any = None) -> da.Array:
+    """A lazy dask array over a split dataset, one chunk per block file by default.
+
+    Parameters
+    ----------
+    dataset
+        A :class:`SplitDataset` or the path of one.
+    chunks
+        Dask chunks; default ``dataset.shape_block`` (partial edge blocks included).
+        Multiples of the block shape keep each task inside whole files.
+
+    Examples
+    --------
+    >>> import numpy as np, split_dataset, tempfile, os
+    >>> ds = split_dataset.save(np.ones((10, 4, 4), "uint16"), os.path.join(tempfile.mkdtemp(), "d"), (3,))
+    >>> x = split_dataset.to_dask(ds)
+    >>> x.chunks[0], int(x.sum().compute())
+    ((3, 3, 3, 1), 160)
+    """
+    ds = dataset if isinstance(dataset, SplitDataset) else SplitDataset(dataset)
+    chunks = ds.shape_block if chunks is None else chunks
+    name = "split-dataset-" + tokenize(ds, chunks)
+    return da.from_array(
+        ds, chunks=chunks, name=name, lock=False, asarray=False, fancy=False,
+        meta=np.empty((0,) * ds.ndim, dtype=ds.dtype),
+    )
+
+
+def _write_block(sink: BlockSink, index: int, block: np.ndarray) -> int:
+    sink.write(index, np.asarray(block))
+    return index
+
+
+def save_dask(
+    x: da.Array,
+    path: str | os.PathLike[str],
+    shape_block: Sequence[int | None] | None = None,
+    *,
+    compression: Any = DEFAULT_COMPRESSION,
+    resolution: Sequence[float] | None = None,
+    axis_order: str | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    chunks: Sequence[int] | None = None,
+    overwrite: bool = False,
+    fsync: bool = True,
+    compute: bool = True,
+) -> SplitDataset | Any:
+    """Compute a dask array and write it as a split dataset, one task per block file.
+
+    Called by :func:`split_dataset.save` for dask arrays. The array is rechunked to the
+    block shape (default: its own chunks if they are regular, else about 64 MiB blocks);
+    each task computes one block and writes it (temporary name, then rename) on the
+    active scheduler, so memory per worker is about one block. The metadata is written
+    once, after every block was written: a failed run leaves no metadata.
+
+    Returns the dataset, or with ``compute=False`` a ``dask.delayed`` object that writes it.
+
+    Examples
+    --------
+    >>> import dask.array as da, split_dataset, tempfile, os
+    >>> x = da.ones((10, 4, 4), chunks=(5, 4, 4), dtype="float32")
+    >>> ds = split_dataset.save(x * 2, os.path.join(tempfile.mkdtemp(), "d"))
+    >>> ds.shape_block, float(ds[9, 3, 3])
+    ((5, 4, 4), 2.0)
+    """
+    dtype = _check_dtype(x.dtype)
+    if any(np.isnan(c) for cs in x.chunks for c in cs):
+        raise ValueError("the dask array has unknown chunk sizes; call x.compute_chunk_sizes() first")
+    shape = tuple(int(s) for s in x.shape)
+    if shape_block is None and all(len(set(c[:-1])) <= 1 for c in x.chunks):
+        shape_block = tuple(int(c[0]) for c in x.chunks)
+    codec = Codec.parse(compression)
+    meta: Metadata = make_metadata(shape, dtype, shape_block, codec, resolution=resolution,
+                                   axis_order=axis_order, attrs=attrs, chunks=chunks)
+    root = Path(path)
+    prepare_folder(root, overwrite)
+    root = root.resolve()  # workers may run elsewhere
+    sink = BlockSink(root, meta, codec, fsync=fsync)
+    blocks = x.rechunk(meta.shape_block).to_delayed()
+    write = dask.delayed(_write_block, pure=False)
+    tasks = [write(sink, sink.grid.linear(coords), blocks[coords]) for coords in sink.grid.iter_coords()]
+
+    def finish(indices: list[int]) -> SplitDataset:
+        sink.write_metadata()
+        return SplitDataset(root)
+
+    done = dask.delayed(finish, pure=False)(tasks)
+    return done.compute() if compute else done
