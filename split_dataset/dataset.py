@@ -34,6 +34,11 @@ from .storage import (
 __all__ = ["SplitDataset", "open", "TruncatedDatasetWarning", "MissingBlocksWarning"]
 
 
+_MISS = object()
+_ALL = slice(None)
+_NP_INTS = frozenset(np.sctypeDict[k] for k in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
+
+
 class TruncatedDatasetWarning(UserWarning):
     """The files hold fewer frames than the metadata claims (an acquisition that stopped early)."""
 
@@ -143,7 +148,7 @@ class SplitDataset:
         if self._dtype is None:
             if not self._present:
                 raise MetadataError(f"{str(root)!r}: the metadata records no dtype and there is no block to read it from")
-            self._dtype = self._handle(max(self._present))[1].dtype
+            self._dtype = self._handle(max(self._present)).dtype
 
     def _choose_prefix(self, groups: dict[str, dict[int, str]]) -> str:
         if self._prefix_arg is not None:
@@ -227,7 +232,7 @@ class SplitDataset:
         )
 
     def _rdcc_nbytes(self) -> int:
-        return 4 << 20
+        return 1 << 20
 
     def _read_into(self, buf: np.ndarray, indexer: Indexer) -> None:
         grid = self._grid
@@ -238,35 +243,85 @@ class SplitDataset:
                     raise MissingBlockError(self._path(index), coords)
                 buf[out] = self._fill_value
                 continue
-            f, dset = self._handle(index)
-            self._check_block(dset, coords, index)
+            handle = self._handle(index)
+            if not handle.checked:
+                self._check_block(handle, coords, index)
             try:
-                if all(isinstance(s, slice) for s in local):
-                    dset.read_direct(buf, local, out)
-                else:
-                    buf[out] = dset[local]
-            except OSError as e:
+                handle.read(local, buf, out)
+            except (OSError, ValueError, RuntimeError) as e:
                 raise CorruptBlockError(self._path(index), coords, str(e)) from e
 
-    def _check_block(self, dset: Any, coords: tuple[int, ...], index: int) -> None:
+    def _check_block(self, handle: Any, coords: tuple[int, ...], index: int) -> None:
         grid = self._grid
         expected = grid.block_shape(coords)
-        shape = dset.shape
-        ok = shape == expected and dset.dtype == self._dtype
+        shape = handle.shape
+        ok = shape == expected and handle.dtype == self._dtype
         if not ok and self._meta.complete is False and coords[0] == grid.grid_shape[0] - 1:
             # a live writer may have grown the last block since this dataset was opened
-            ok = shape[1:] == expected[1:] and shape[0] >= expected[0] and dset.dtype == self._dtype
+            ok = shape[1:] == expected[1:] and shape[0] >= expected[0] and handle.dtype == self._dtype
         if not ok:
             raise BlockMismatchError(
                 f"block {coords} ({block_name(index, self._prefix)}): expected {expected} "
-                f"{self._dtype}, found {shape} {dset.dtype}"
+                f"{self._dtype}, found {shape} {handle.dtype}"
             )
+        handle.checked = True
 
     # ------------------------------------------------------------------ numpy protocol
 
     def __getitem__(self, selection: Any) -> Any:
         """Read ``selection`` (numpy semantics, see :mod:`split_dataset.indexing`)."""
-        return self._get(Indexer.create(selection, self.shape))
+        result = self._get_in_one_block(selection)
+        if result is _MISS:
+            result = self._get(Indexer.create(selection, self.shape))
+        return result
+
+    def _get_in_one_block(self, selection: Any) -> Any:
+        """Fast path: integers and step-1 slices inside one block (a frame, a plane, a volume)."""
+        sel = selection if type(selection) is tuple else (selection,)
+        grid = self._grid
+        shape, block, nblocks = grid.shape, grid.shape_block, grid.grid_shape
+        if len(sel) > len(shape):
+            return _MISS
+        local: list[Any] = []
+        index = 0
+        for axis in range(len(shape)):
+            s = sel[axis] if axis < len(sel) else _ALL
+            n, b = shape[axis], block[axis]
+            t = type(s)
+            if t is slice:
+                if s.step is not None and s.step != 1:
+                    return _MISS
+                start, stop, _ = s.indices(n)
+                if stop <= start:
+                    return _MISS
+                k = min(start // b, nblocks[axis] - 1)
+                if min((stop - 1) // b, nblocks[axis] - 1) != k:
+                    return _MISS
+                local.append(slice(start - k * b, stop - k * b, 1))
+            elif t is int or t in _NP_INTS:
+                i = int(s)
+                if i < 0:
+                    i += n
+                if not 0 <= i < n:
+                    return _MISS
+                k = min(i // b, nblocks[axis] - 1)
+                local.append(i - k * b)
+            else:
+                return _MISS
+            index = index * nblocks[axis] + k
+        if index not in self._present:
+            return _MISS
+        handle = self._handle(index)
+        if not handle.checked:
+            self._check_block(handle, grid.coords(index), index)
+        sl = tuple(x if type(x) is slice else slice(x, x + 1, 1) for x in local)
+        try:
+            if not handle.direct(sl):
+                return handle.dset[tuple(local)]
+            buf = handle.get(sl)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CorruptBlockError(self._path(index), grid.coords(index), str(e)) from e
+        return buf[tuple(slice(None) if type(x) is slice else 0 for x in local)]
 
     def _get(self, indexer: Indexer, out: np.ndarray | None = None) -> Any:
         buf = np.empty(indexer.buffer_shape, dtype=self._dtype)
@@ -443,7 +498,7 @@ class SplitDataset:
     def data_key(self) -> str:
         """Name of the array inside the block files."""
         if self._key is None and self._present:
-            return str(self._handle(min(self._present))[1].name).lstrip("/")
+            return str(self._handle(min(self._present)).dset.name).lstrip("/")
         return self._key or "stack"
 
     def slices(self, as_tuples: bool = False) -> Any:

@@ -23,6 +23,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the blosc filter 32001 every block file needs)
 import numpy as np
 
+from . import _blosc
 from .errors import CorruptBlockError, MetadataError, MissingBlockError, UnsafeDatasetError
 
 __all__ = [
@@ -143,13 +144,11 @@ class Codec:
             return {"compression": "gzip", "compression_opts": int(self.clevel), "shuffle": self.shuffle != "none"}
         return dict(hdf5plugin.Blosc(cname=self.cname, clevel=int(self.clevel), shuffle=self._SHUFFLES[self.shuffle]))
 
-    def numcodecs(self) -> Any:
-        """The numcodecs Blosc codec that writes the same chunks as HDF5 filter 32001, or None."""
-        if self.name != "blosc":
+    def blosc_args(self) -> tuple[str, int, int] | None:
+        """(cname, clevel, shuffle) when chunks can be compressed outside HDF5, else None."""
+        if self.name != "blosc" or not _blosc.available():
             return None
-        from numcodecs import Blosc
-
-        return Blosc(cname=self.cname, clevel=int(self.clevel), shuffle=self._SHUFFLES[self.shuffle])
+        return self.cname, int(self.clevel), self._SHUFFLES[self.shuffle]
 
     def describe(self) -> dict[str, Any]:
         """JSON description, as recorded in ``stack_metadata.json``."""
@@ -363,14 +362,14 @@ def _write_block_file(f: h5py.File, data: np.ndarray, key: str, codec: Codec, ch
         dset.attrs[k] = v
     if not data.size:
         return
-    blosc = codec.numcodecs() if ch is not None else None
+    blosc = codec.blosc_args() if ch is not None else None
     if blosc is None:  # gzip, none: HDF5's own pipeline
         dset.write_direct(np.ascontiguousarray(data))
         return
     # blosc: compress chunks on all cores outside HDF5's global lock, then store them as they are
     offsets = _chunk_grid(data.shape, ch)
     write = dset.id.write_direct_chunk
-    for offset, payload in zip(offsets, pool().map(lambda o: blosc.encode(_chunk_of(data, o, ch)), offsets)):
+    for offset, payload in zip(offsets, pool().map(lambda o: _blosc.compress(_chunk_of(data, o, ch), *blosc), offsets)):
         write(offset, payload)
 
 
@@ -398,7 +397,7 @@ def write_block_atomic(
 ) -> None:
     """Write one block file: `data` under `key`, compressed, renamed into place when complete.
 
-    Blosc chunks are compressed in parallel (numcodecs releases the GIL) and written
+    Blosc chunks are compressed in parallel (outside the GIL, see ``_blosc``) and written
     with ``write_direct_chunk``; the bytes are those HDF5's blosc filter would write.
     """
     path = Path(path)
@@ -427,12 +426,18 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
 
 
+POOL_THREADS = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2)
+
+
 def pool() -> ThreadPoolExecutor:
     """A thread pool for chunk compression/decompression, one per process."""
     global _POOL
+    pid = os.getpid()
+    if _POOL is not None and _POOL[0] == pid:
+        return _POOL[1]
     with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
-            _POOL = (os.getpid(), ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="split_dataset"))
+        if _POOL is None or _POOL[0] != pid:
+            _POOL = (pid, ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="split_dataset"))
         return _POOL[1]
 
 
@@ -469,10 +474,171 @@ def _open_readonly(path: Path, rdcc_nbytes: int = 1 << 20) -> h5py.File:
     return h5py.File(path, "r", locking=False, rdcc_nbytes=rdcc_nbytes)
 
 
+_BLOSC_FILTER = 32001
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A per-thread buffer for one decoded chunk, reused across reads (no allocation per chunk)."""
+    key = (shape, dtype)
+    cache = getattr(_SCRATCH, "buffers", None)
+    if cache is None:
+        cache = _SCRATCH.buffers = {}
+    buf = cache.get(key)
+    if buf is None:
+        if len(cache) > 8:
+            cache.clear()
+        buf = cache[key] = np.empty(shape, dtype)
+    return buf
+
+
+class BlockHandle:
+    """An open block file and its array, with the fast read path chosen once.
+
+    Arrays whose only filter is blosc are read without HDF5 in the loop: the chunk
+    index is read once (``chunk_iter``), then each chunk's compressed bytes are
+    fetched with ``os.pread`` and decompressed with blosc (``_blosc``), both outside
+    the GIL and HDF5's global lock, in parallel when there are several, straight into
+    the output where possible. Block files never change once renamed into place, so
+    the index stays valid. Everything else goes through h5py.
+    """
+
+    __slots__ = ("file", "dset", "shape", "dtype", "chunks", "checked", "_blosc", "_index", "_fd", "__weakref__")
+
+    def __init__(self, file: h5py.File, dset: h5py.Dataset) -> None:
+        self.file = file
+        self.dset = dset
+        self.shape: tuple[int, ...] = dset.shape
+        self.dtype: np.dtype = dset.dtype
+        self.chunks: tuple[int, ...] | None = dset.chunks
+        self.checked = False  # set by the dataset once the shape and dtype were validated
+        self._blosc = False
+        self._index: dict[tuple[int, ...], tuple[int, int, int]] | None = None
+        self._fd: int | None = None
+        if self.chunks is not None and self.dtype.isnative and _blosc.available():
+            plist = dset.id.get_create_plist()
+            filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+            self._blosc = filters == [_BLOSC_FILTER]
+
+    def __iter__(self) -> Any:  # unpacks as (file, dataset)
+        return iter((self.file, self.dset))
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Close the file (and the raw descriptor used for direct chunk reads)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.file.close()
+
+    def direct(self, local: tuple[Any, ...]) -> bool:
+        """Whether `local` is read chunk by chunk outside HDF5 (blosc array, step-1 slices)."""
+        return self._blosc and all(type(s) is slice and s.step == 1 for s in local)
+
+    def get(self, local: tuple[slice, ...]) -> np.ndarray:
+        """``dset[local]`` for step-1 slices on a :meth:`direct` array, as a new array (or a view of one)."""
+        chunks = self.chunks
+        assert chunks is not None
+        offset = []
+        for s, c in zip(local, chunks):
+            k = s.start // c
+            if (s.stop - 1) // c != k:  # several chunks: decode them in parallel into one buffer
+                buf = np.empty(tuple(x.stop - x.start for x in local), self.dtype)
+                self._read_chunks(local, buf, tuple(slice(0, x.stop - x.start) for x in local))
+                return buf
+            offset.append(k * c)
+        if self._index is None:
+            self._load_index()
+        mask, raw = self._raw_chunk(tuple(offset))
+        inside = tuple(slice(s.start - o, s.stop - o) for s, o in zip(local, offset))
+        if mask & 1:
+            return np.frombuffer(raw, self.dtype).reshape(chunks)[inside].copy()
+        if all(s.stop - s.start == c for s, c in zip(inside, chunks)):
+            chunk = np.empty(chunks, self.dtype)
+            _blosc.decompress(raw, chunk)
+            return chunk
+        chunk = _scratch(chunks, self.dtype)  # part of a chunk: decode into reused memory, copy the part
+        _blosc.decompress(raw, chunk)
+        return chunk[inside].copy()
+
+    def read(self, local: tuple[Any, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
+        """Read ``dset[local]`` into ``buf[out]``."""
+        if self.direct(local):
+            self._read_chunks(local, buf, out)
+        else:
+            buf[out] = self.dset[local]
+
+    def _load_index(self) -> None:
+        index: dict[tuple[int, ...], tuple[int, int, int]] = {}
+        try:
+            self.dset.id.chunk_iter(lambda c: index.__setitem__(c.chunk_offset, (c.byte_offset, c.size, c.filter_mask)))
+            if hasattr(os, "pread"):
+                self._fd = os.open(self.file.filename, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except (AttributeError, RuntimeError, OSError):  # old HDF5 without chunk_iter: ask per chunk
+            index = {}
+        self._index = index
+
+    def _raw_chunk(self, offset: tuple[int, ...]) -> tuple[int, bytes]:
+        entry = self._index.get(offset) if self._index else None  # type: ignore[union-attr]
+        if entry is None or self._fd is None:
+            return self.dset.id.read_direct_chunk(offset)  # type: ignore[no-any-return]
+        addr, size, mask = entry
+        return mask, os.pread(self._fd, size, addr)
+
+    def _read_chunks(self, local: tuple[slice, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
+        if self._index is None:
+            self._load_index()
+        chunks = self.chunks
+        assert chunks is not None
+        per_axis = []
+        for s, o, c in zip(local, out, chunks):
+            lo, hi = s.start, s.stop
+            axis = []
+            for k in range(lo // c, (hi - 1) // c + 1):
+                a, b = max(lo, k * c), min(hi, (k + 1) * c)
+                axis.append((k * c, slice(a - k * c, b - k * c), slice(o.start + a - lo, o.start + b - lo), b - a == c))
+            per_axis.append(axis)
+        jobs = list(itertools.product(*per_axis))
+        if len(jobs) == 1:
+            self._decode(jobs[0], buf)
+            return
+        # one batch per core; this thread decodes the last batch itself
+        n = min(len(jobs), POOL_THREADS)
+        batches = [jobs[i::n] for i in range(n)]
+        futures = [pool().submit(self._decode_all, b, buf) for b in batches[1:]]
+        self._decode_all(batches[0], buf)
+        for f in futures:
+            f.result()
+
+    def _decode_all(self, jobs: list[Any], buf: np.ndarray) -> None:
+        for job in jobs:
+            self._decode(job, buf)
+
+    def _decode(self, job: tuple[tuple[int, slice, slice, bool], ...], buf: np.ndarray) -> None:
+        offset = tuple(j[0] for j in job)
+        target = buf[tuple(j[2] for j in job)]
+        mask, raw = self._raw_chunk(offset)
+        if mask & 1:  # stored without the filter (HDF5 does that for incompressible chunks)
+            chunk = np.frombuffer(raw, self.dtype).reshape(self.chunks)  # type: ignore[arg-type]
+        elif all(j[3] for j in job) and target.flags.c_contiguous:
+            _blosc.decompress(raw, target)  # the whole chunk, straight into the output
+            return
+        else:
+            chunk = _scratch(self.chunks, self.dtype)  # type: ignore[arg-type]
+            _blosc.decompress(raw, chunk)
+        target[...] = chunk[tuple(j[1] for j in job)]
+
+
 def open_block(
     path: Path, block: tuple[int, ...], root: Path, key: str | None, rdcc_nbytes: int
-) -> tuple[h5py.File, h5py.Dataset]:
-    """Open a block file read-only without HDF5 file locking and find its array."""
+) -> BlockHandle:
+    """Open a block file read-only and find its array (see :func:`_open_readonly` on locking)."""
     try:
         f = _open_readonly(path, rdcc_nbytes)
     except FileNotFoundError as e:
@@ -493,7 +659,7 @@ def open_block(
                 f"{str(path)!r}: {name!r} is {what}; a block file must hold its own array (refused, "
                 "as its sources could lie outside the dataset folder)"
             )
-        return f, dset
+        return BlockHandle(f, dset)
     except BaseException:
         f.close()
         raise
@@ -509,7 +675,7 @@ class HandleCache:
         self.maxsize = max(1, int(maxsize))
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._items: OrderedDict[int, tuple[h5py.File, h5py.Dataset]] = OrderedDict()
+        self._items: OrderedDict[int, BlockHandle] = OrderedDict()
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # forked: forget the parent's handles without touching them
@@ -517,7 +683,7 @@ class HandleCache:
             self._lock = threading.Lock()
             self._pid = os.getpid()
 
-    def get_or_open(self, index: int, opener: Any) -> tuple[h5py.File, h5py.Dataset]:
+    def get_or_open(self, index: int, opener: Any) -> BlockHandle:
         """The handle of block `index`, opened with ``opener()`` if it is not cached.
 
         An evicted handle is not closed here but dropped: a thread that is reading from it
@@ -540,9 +706,9 @@ class HandleCache:
         self._check_pid()
         with self._lock:
             items, self._items = list(self._items.values()), OrderedDict()
-        for f, _ in items:
+        for handle in items:
             try:
-                f.close()
+                handle.close()
             except Exception:  # pragma: no cover - closing is best effort
                 pass
 

@@ -233,3 +233,23 @@ def test_block_opened_elsewhere_in_this_process(stack) -> None:
     ds[0]  # now we hold it: the user's default open must still work
     with h5py.File(ds.files.flat[0], "r") as f:
         assert f["stack_4D"].shape[0] == 5
+
+
+def test_chunks_stored_without_the_filter_are_read(tmp_path) -> None:
+    """HDF5 skips the (optional) blosc filter for incompressible chunks and flags them; both kinds read."""
+    import h5py
+    import hdf5plugin
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (4, 64, 64), dtype=np.uint8)
+    arr[2:] = 7  # compressible chunks in the same block
+    (tmp_path / "ds").mkdir()
+    with h5py.File(tmp_path / "ds" / "0000.h5", "w") as f:
+        f.create_dataset("stack", data=arr, chunks=(1, 64, 64), **hdf5plugin.Blosc(cname="blosclz", clevel=9))
+    with h5py.File(tmp_path / "ds" / "0000.h5", "r") as f:
+        masks = [f["stack"].id.read_direct_chunk((t, 0, 0))[0] for t in range(4)]
+    assert masks[0] & 1 and not masks[3] & 1
+    (tmp_path / "ds" / "stack_metadata.json").write_text(json.dumps({"shape_full": [4, 64, 64], "shape_block": [4, 64, 64]}))
+    ds = SplitDataset(tmp_path / "ds")
+    np.testing.assert_array_equal(ds[:], arr)
+    np.testing.assert_array_equal(ds[1, 3:9], arr[1, 3:9])

@@ -187,3 +187,16 @@ def test_edge_chunks_read_by_hdf5_and_pytables(tmp_path, compression) -> None:
     with tables.open_file(str(ds.root / "0000.h5")) as f:
         np.testing.assert_array_equal(f.root.stack_3D[...], arr)
     np.testing.assert_array_equal(SplitDataset(ds.root)[:], arr)
+
+
+def test_without_direct_blosc_hdf5_pipeline_is_used(tmp_path, monkeypatch) -> None:
+    from split_dataset import _blosc
+
+    arr = np.random.default_rng(5).integers(0, 3000, (9, 2, 20, 30), dtype=np.uint16)
+    fast = save_fast(arr, tmp_path / "fast", (4,), chunks=(1, 1, 7, 30))
+    monkeypatch.setattr(_blosc, "_LIB", None)
+    assert not _blosc.available()
+    slow = save_fast(arr, tmp_path / "slow", (4,), chunks=(1, 1, 7, 30))
+    for ds in (SplitDataset(fast.root), slow):
+        np.testing.assert_array_equal(ds[:], arr)
+        np.testing.assert_array_equal(ds[3:7, 1, 5:18], arr[3:7, 1, 5:18])
