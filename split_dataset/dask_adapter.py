@@ -58,9 +58,9 @@ def to_dask(dataset: SplitDataset | str | os.PathLike[str], chunks: Any = None) 
     )
 
 
-def _write_block(sink: BlockSink, index: int, block: np.ndarray) -> int:
+def _write_block(sink: BlockSink, index: int, block: np.ndarray) -> dict[str, str]:
     sink.write(index, np.asarray(block))
-    return index
+    return sink.sums  # this task's copy of the sink: the checksum of its one block
 
 
 def save_dask(
@@ -112,7 +112,10 @@ def save_dask(
     write = dask.delayed(_write_block, pure=False)
     tasks = [write(sink, sink.grid.linear(coords), blocks[coords]) for coords in sink.grid.iter_coords()]
 
-    def finish(indices: list[int]) -> SplitDataset:
+    def finish(sums: list[dict[str, str]]) -> SplitDataset:
+        for one in sums:
+            sink.sums.update(one)
+        sink.write_checksums()
         sink.write_metadata()
         return SplitDataset(root)
 

@@ -6,6 +6,7 @@ flammkuchen/PyTables layout (FORMAT.md): one array under ``stack``/``stack_{N}D`
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -28,6 +29,11 @@ from .errors import CorruptBlockError, MetadataError, MissingBlockError, UnsafeD
 
 __all__ = [
     "METADATA_FILENAME",
+    "CHECKSUM_FILENAME",
+    "sha256_file",
+    "read_checksums",
+    "write_checksums",
+    "append_checksum",
     "Codec",
     "block_name",
     "scan_block_files",
@@ -229,6 +235,48 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"attrs must be JSON-serialisable; {o!r} of type {type(o).__name__} is not")
+
+
+# ----------------------------------------------------------------------------- checksums
+
+CHECKSUM_FILENAME = "SHA256SUMS"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_checksums(root: Path) -> dict[str, str] | None:
+    """``{file name: hex digest}`` from ``SHA256SUMS`` (``sha256sum`` format), or None if absent."""
+    path = Path(root) / CHECKSUM_FILENAME
+    if not path.is_file():
+        return None
+    sums: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        digest, sep, name = line.partition("  ")
+        if sep and len(digest) == 64:
+            sums[name.lstrip("*")] = digest.lower()
+    return sums
+
+
+def write_checksums(root: Path, sums: Mapping[str, str], *, fsync: bool = True) -> None:
+    """Replace ``SHA256SUMS`` atomically; ``sha256sum -c SHA256SUMS`` checks it."""
+    text = "".join(f"{sums[name]}  {name}\n" for name in sorted(sums))
+    write_bytes_atomic(Path(root) / CHECKSUM_FILENAME, text.encode(), fsync=fsync)
+
+
+def append_checksum(root: Path, name: str, digest: str, *, fsync: bool = True) -> None:
+    """Add one line to ``SHA256SUMS`` (for a block written for the first time)."""
+    with open(Path(root) / CHECKSUM_FILENAME, "a") as f:
+        f.write(f"{digest}  {name}\n")
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- legacy metadata

@@ -25,7 +25,7 @@ import numpy as np
 from .dataset import SplitDataset
 from .errors import SplitDatasetError
 from .metadata import Metadata
-from .storage import METADATA_FILENAME, Codec, block_name
+from .storage import METADATA_FILENAME, Codec, append_checksum, block_name, read_checksums
 from .writer import DEFAULT_COMPRESSION, BlockSink, _check_dtype, make_metadata, prepare_folder
 
 __all__ = ["SplitDatasetWriter", "WriteError", "DiskFullError", "WriterLockedError"]
@@ -104,6 +104,9 @@ class SplitDatasetWriter:
         Memory is about ``(queue_depth + 2) * frames_per_file`` frames.
     fsync
         Flush each file to the disk before it is renamed into place.
+    checksums
+        Record each block's SHA-256 in ``SHA256SUMS`` as it is written (in the background
+        thread), for ``split-dataset verify`` and ``sha256sum -c``.
 
     Examples
     --------
@@ -133,6 +136,7 @@ class SplitDatasetWriter:
         overwrite: bool = False,
         queue_depth: int = 2,
         fsync: bool = True,
+        checksums: bool = True,
     ) -> None:
         self._frame_shape = tuple(int(s) for s in frame_shape)
         if any(s < 1 for s in self._frame_shape):
@@ -163,7 +167,14 @@ class SplitDatasetWriter:
                 attrs=base_attrs, chunks=chunks, complete=False,
             )
             self._meta: Metadata = meta
-            self._sink = BlockSink(self._root, meta, self._codec, fsync=fsync)
+            self._sink = BlockSink(self._root, meta, self._codec, fsync=fsync, checksums=checksums)
+            self._sums_on_disk: set[str] = set()
+            if checksums:
+                old = read_checksums(self._root) if resuming else None
+                self._sink.sums.update(old or {})
+                self._sums_on_disk.update(old or {})
+                if old is None:
+                    self._sink.write_checksums()
             self._buf = np.empty(block, self._dtype)
             self._fill = 0
             self._block = 0
@@ -267,7 +278,8 @@ class SplitDatasetWriter:
                     f"{self._frames_safe} frames are safe on disk",
                     self._frames_safe, errno.ENOSPC,
                 )
-            self._sink.write_unchecked(index, arr[:n])
+            path = self._sink.write_unchecked(index, arr[:n])
+            self._record_checksum(path.name)
             self._sink.write_metadata(self._meta_for(frames, complete=False))
         except WriteError:
             raise
@@ -279,6 +291,16 @@ class SplitDatasetWriter:
                 self._frames_safe, e.errno,
             ) from e
         self._frames_safe = frames
+
+    def _record_checksum(self, name: str) -> None:
+        sink = self._sink
+        if not sink.checksums:
+            return
+        if name in self._sums_on_disk:  # a partial block was replaced: rewrite the list
+            sink.write_checksums()
+        else:
+            append_checksum(self._root, name, sink.sums[name], fsync=sink.fsync)
+        self._sums_on_disk.add(name)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

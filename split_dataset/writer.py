@@ -14,12 +14,15 @@ from .errors import BlockMismatchError
 from .grid import BlockGrid
 from .metadata import Metadata
 from .storage import (
+    CHECKSUM_FILENAME,
     METADATA_FILENAME,
     Codec,
     block_name,
     default_chunks,
     scan_block_files,
+    sha256_file,
     write_block_atomic,
+    write_checksums,
     write_json_atomic,
 )
 
@@ -83,6 +86,7 @@ def prepare_folder(path: Path, overwrite: bool) -> None:
             except (ValueError, OSError):
                 n_old = None
             meta.unlink()  # first: the folder no longer claims the old blocks
+        (path / CHECKSUM_FILENAME).unlink(missing_ok=True)
         for index, name in scan_block_files(path).get("", {}).items():  # only our own names
             if n_old is None or index < n_old:
                 (path / name).unlink()
@@ -111,12 +115,15 @@ class BlockSink:
         *,
         prefix: str = "",
         fsync: bool = True,
+        checksums: bool = True,
     ) -> None:
         self.root = Path(root)
         self.meta = meta
         self.codec = codec
         self.prefix = prefix
         self.fsync = fsync
+        self.checksums = checksums
+        self.sums: dict[str, str] = {}
         self.grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
 
     def expected_shape(self, index: int) -> tuple[int, ...]:
@@ -135,11 +142,18 @@ class BlockSink:
         return self.write_unchecked(index, arr)
 
     def write_unchecked(self, index: int, arr: np.ndarray) -> Path:
-        """Write block `index` without validating it against the grid."""
+        """Write block `index` without validating it against the grid; record its checksum."""
         path = self.root / block_name(index, self.prefix)
         write_block_atomic(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks,
                            fsync=self.fsync)
+        if self.checksums:
+            self.sums[path.name] = sha256_file(path)
         return path
+
+    def write_checksums(self) -> None:
+        """Replace ``SHA256SUMS`` with the checksums of the blocks written so far."""
+        if self.checksums:
+            write_checksums(self.root, self.sums, fsync=self.fsync)
 
     def write_metadata(self, meta: Metadata | None = None) -> None:
         """Replace ``stack_metadata.json`` atomically."""
@@ -272,6 +286,7 @@ def save(
     for index, coords in enumerate(sink.grid.iter_coords()):
         block = np.asarray(data[sink.grid.block_slices(coords)])
         sink.write(index, block.astype(dtype, copy=False) if block.dtype != dtype else block)
+    sink.write_checksums()
     sink.write_metadata()
     return SplitDataset(root)
 

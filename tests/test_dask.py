@@ -77,6 +77,11 @@ def test_distributed_read_and_write(stack, cluster_client, tmp_path) -> None:
     out = split_dataset.save(x[:, :, ::-1] + 1, tmp_path / "out", shape_block=(7, 3))
     assert out.shape_block == (7, 3, 17, 19)
     np.testing.assert_array_equal(out[:], arr[:, :, ::-1] + 1)
+    from split_dataset.storage import read_checksums, sha256_file
+
+    sums = read_checksums(out.root)  # gathered from the workers' tasks
+    assert sorted(sums) == [p.name for p in out.files.flat]
+    assert all(sha256_file(out.root / n) == d for n, d in sums.items())
 
 
 def test_save_dask_rechunks_and_writes_metadata_last(tmp_path) -> None:

@@ -307,3 +307,22 @@ def test_sigkill_at_random_moments_loses_no_flushed_frame(tmp_path, seed) -> Non
 
 def test_top_level_export() -> None:
     assert split_dataset.SplitDatasetWriter is SplitDatasetWriter
+
+
+def test_checksums_follow_the_blocks(tmp_path) -> None:
+    from split_dataset.storage import read_checksums, sha256_file
+
+    w = writer(tmp_path / "acq", frames_per_file=4)
+    w.append(frames(0, 6))
+    w.flush()  # 0001.h5 is a 2-frame partial block
+    first = read_checksums(tmp_path / "acq")
+    assert sorted(first) == ["0000.h5", "0001.h5"]
+    w.append(frames(6, 5))
+    w.close()  # 0001.h5 replaced by the full block, 0002.h5 added
+    sums = read_checksums(tmp_path / "acq")
+    assert sorted(sums) == ["0000.h5", "0001.h5", "0002.h5"]
+    assert sums["0001.h5"] != first["0001.h5"]
+    for name, digest in sums.items():
+        assert sha256_file(tmp_path / "acq" / name) == digest
+    lines = (tmp_path / "acq" / "SHA256SUMS").read_text().splitlines()
+    assert len(lines) == 3  # no stale line for the replaced block: sha256sum -c passes

@@ -64,7 +64,8 @@ def test_block_files_layout(tmp_path) -> None:
     arr = np.arange(20 * 3 * 64 * 48, dtype=np.uint16).reshape(20, 3, 64, 48)
     ds = save_fast(arr, tmp_path / "ds", (8,))
     # the dataset keeps 0002.h5 open: h5py.File on it must still work in this process
-    assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "0002.h5", "stack_metadata.json"]
+    assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "0002.h5", "SHA256SUMS",
+                                                          "stack_metadata.json"]
     with h5py.File(ds.root / "0002.h5", "r") as f:
         assert list(f) == ["stack_4D"]
         d = f["stack_4D"]
@@ -116,7 +117,8 @@ def test_overwrite_replaces_only_the_dataset(tmp_path) -> None:
     (tmp_path / "ds" / "notes.txt").write_text("keep me")
     ds = save_fast(np.zeros((4, 4), np.int16), tmp_path / "ds", (2,), overwrite=True)
     assert ds.shape == (4, 4) and ds.dtype == np.int16
-    assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "notes.txt", "stack_metadata.json"]
+    assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "SHA256SUMS", "notes.txt",
+                                                          "stack_metadata.json"]
 
 
 def test_empty_folder_is_fine(tmp_path) -> None:
@@ -200,3 +202,18 @@ def test_without_direct_blosc_hdf5_pipeline_is_used(tmp_path, monkeypatch) -> No
     for ds in (SplitDataset(fast.root), slow):
         np.testing.assert_array_equal(ds[:], arr)
         np.testing.assert_array_equal(ds[3:7, 1, 5:18], arr[3:7, 1, 5:18])
+
+
+def test_checksums_check_with_sha256sum(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    from split_dataset.storage import read_checksums, sha256_file
+
+    ds = save_fast(np.arange(60, dtype=np.uint16).reshape(12, 5), tmp_path / "ds", (5,))
+    sums = read_checksums(ds.root)
+    assert sorted(sums) == ["0000.h5", "0001.h5", "0002.h5"]
+    assert all(sums[n] == sha256_file(ds.root / n) for n in sums)
+    if shutil.which("sha256sum"):
+        out = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=ds.root, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
