@@ -73,6 +73,8 @@ def save_dask(
     axis_order: str | None = None,
     attrs: Mapping[str, Any] | None = None,
     chunks: Sequence[int] | None = None,
+    units: Sequence[str] | None = None,
+    frame_interval: float | None = None,
     overwrite: bool = False,
     fsync: bool = True,
     compute: bool = True,
@@ -102,8 +104,8 @@ def save_dask(
     if shape_block is None and all(len(set(c[:-1])) <= 1 for c in x.chunks):
         shape_block = tuple(int(c[0]) for c in x.chunks)
     codec = Codec.parse(compression)
-    meta: Metadata = make_metadata(shape, dtype, shape_block, codec, resolution=resolution,
-                                   axis_order=axis_order, attrs=attrs, chunks=chunks)
+    meta: Metadata = make_metadata(shape, dtype, shape_block, codec, resolution=resolution, axis_order=axis_order,
+                                   attrs=attrs, chunks=chunks, units=units, frame_interval=frame_interval)
     root = Path(path)
     prepare_folder(root, overwrite)
     root = root.resolve()  # workers may run elsewhere

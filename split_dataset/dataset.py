@@ -454,6 +454,21 @@ class SplitDataset:
         return self._meta.resolution
 
     @property
+    def units(self) -> tuple[str, ...]:
+        """Unit of each axis' resolution (``""`` where unknown)."""
+        return self._meta.units
+
+    @property
+    def frame_interval(self) -> float | None:
+        """Seconds between frames along axis 0, if recorded."""
+        return self._meta.frame_interval
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Frames per second along axis 0, if recorded."""
+        return 1.0 / self._meta.frame_interval if self._meta.frame_interval else None
+
+    @property
     def axis_order(self) -> str:
         """One letter per axis, e.g. ``"tzyx"``."""
         return self._meta.axis_order

@@ -43,7 +43,7 @@ _OWN_KEYS = (
     "attrs",
     "complete",
     "n_blocks",
-    "resolution_unit",
+    "units",
     "frame_interval",
 )
 
@@ -115,7 +115,7 @@ def migrate_legacy(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     - ``block_size``/``full_size`` (metadata stored inside the last block, split_dataset < 0.3)
       become ``shape_block``/``shape_full``.
-    - The acquisition dialect's ``voxel_size`` becomes the spatial part of ``resolution``;
+    - The acquisition dialect's ``voxel_size`` (µm) becomes the spatial part of ``resolution``;
       its 4-number ``crop`` (a camera ROI, not an array crop) is kept as ``camera_roi``.
 
     Examples
@@ -130,6 +130,9 @@ def migrate_legacy(raw: Mapping[str, Any]) -> dict[str, Any]:
         d["shape_block"] = d.pop("block_size")
     if "resolution" not in d and "voxel_size" in d:
         d["resolution"] = d["voxel_size"]
+        if "units" not in d and isinstance(d["voxel_size"], (list, tuple)) and "shape_full" in d:
+            n, k = len(d["shape_full"]), len(d["voxel_size"])
+            d["units"] = [""] * (n - k) + ["um"] * k if 0 < k <= n else []  # sashimi's voxel_size is in µm
     if "crop" in d and "crop_start" not in d:
         d.setdefault("camera_roi", d["crop"])
     return d
@@ -151,6 +154,10 @@ class Metadata:
         Element type, or None when the metadata does not record it (old writers).
     resolution
         Physical size of one step along each axis (1.0 where unknown).
+    units
+        Unit of each axis' resolution (``"um"``, ``"s"``; ``""`` where unknown).
+    frame_interval
+        Seconds between frames along axis 0 (1 / frame rate), or None.
     axis_order
         One letter per axis, e.g. ``"tzyx"``.
     data_key
@@ -185,7 +192,7 @@ class Metadata:
     chunks: tuple[int, ...] | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
     complete: bool | None = None
-    resolution_unit: Any = None
+    units: tuple[str, ...] = ()
     frame_interval: float | None = None
     crop_start: tuple[int, ...] = ()
     crop_end: tuple[int, ...] = ()
@@ -233,6 +240,16 @@ class Metadata:
             except MetadataError:
                 parsed = (0,) * ndim  # informative only: the array is stored already cropped
             set_(self, name, parsed)
+        units = self.units
+        if isinstance(units, str) or not isinstance(units, (tuple, list)):
+            raise MetadataError(f"units must be a list of strings (one per axis), got {units!r}")
+        if units and (len(units) != ndim or not all(isinstance(u, str) for u in units)):
+            raise MetadataError(f"units must have {ndim} strings (one per axis), got {list(units)!r}")
+        set_(self, "units", tuple(units) if units else ("",) * ndim)
+        if self.frame_interval is not None and not (
+            isinstance(self.frame_interval, numbers.Real) and math.isfinite(self.frame_interval) and self.frame_interval > 0
+        ):
+            raise MetadataError(f"frame_interval must be a positive number of seconds, got {self.frame_interval!r}")
         if self.chunks is not None:
             set_(self, "chunks", _parse_shape(self.chunks, "chunks", minimum=1, ndim=ndim))
         if self.data_key is not None and not isinstance(self.data_key, str):
@@ -276,7 +293,7 @@ class Metadata:
             chunks=d.get("chunks"),
             attrs=dict(d.get("attrs") or {}),
             complete=bool(complete) if complete is not None else None,
-            resolution_unit=d.get("resolution_unit"),
+            units=tuple(d.get("units") or ()),
             frame_interval=float(interval) if isinstance(interval, numbers.Real) else None,
             crop_start=d.get("crop_start") or (),
             crop_end=d.get("crop_end") or (),
@@ -315,8 +332,8 @@ class Metadata:
             d["chunks"] = list(self.chunks)
         if self.complete is not None:
             d["complete"] = self.complete
-        if self.resolution_unit is not None:
-            d["resolution_unit"] = self.resolution_unit
+        if any(self.units):
+            d["units"] = list(self.units)
         if self.frame_interval is not None:
             d["frame_interval"] = self.frame_interval
         d["attrs"] = dict(self.attrs)

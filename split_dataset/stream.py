@@ -92,7 +92,7 @@ class SplitDatasetWriter:
         Element type; appended data must have exactly this dtype (nothing is cast).
     frames_per_file
         Frames per block file.
-    compression, resolution, axis_order, attrs, chunks
+    compression, resolution, units, axis_order, frame_interval, attrs, chunks
         As for :func:`split_dataset.save`.
     mode
         ``"w"`` to start a dataset, ``"a"`` to continue one after a restart (its frame
@@ -132,6 +132,8 @@ class SplitDatasetWriter:
         axis_order: str | None = None,
         attrs: Mapping[str, Any] | None = None,
         chunks: Sequence[int] | None = None,
+        units: Sequence[str] | None = None,
+        frame_interval: float | None = None,
         mode: str = "w",
         overwrite: bool = False,
         queue_depth: int = 2,
@@ -165,6 +167,9 @@ class SplitDatasetWriter:
                 resolution=resolution if resolution is not None else (existing.resolution if existing else None),
                 axis_order=axis_order or (existing.axis_order if existing else None),
                 attrs=base_attrs, chunks=chunks, complete=False,
+                units=units if units is not None else (existing.units if existing else None),
+                frame_interval=frame_interval if frame_interval is not None else (
+                    existing.frame_interval if existing else None),
             )
             self._meta: Metadata = meta
             self._sink = BlockSink(self._root, meta, self._codec, fsync=fsync, checksums=checksums)

@@ -172,6 +172,8 @@ def make_metadata(
     padding: Sequence[int] | int = 0,
     complete: bool | None = True,
     chunks: Sequence[int] | None = None,
+    units: Sequence[str] | None = None,
+    frame_interval: float | None = None,
     **extra: Any,
 ) -> Metadata:
     """The metadata of a dataset about to be written (validates every argument)."""
@@ -208,6 +210,8 @@ def make_metadata(
         chunks=tuple(chunks),
         attrs=dict(attrs or {}),
         complete=complete,
+        units=tuple(units) if units is not None else (),
+        frame_interval=frame_interval,
         extra=extra,
     )
 
@@ -222,6 +226,8 @@ def save(
     axis_order: str | None = None,
     attrs: Mapping[str, Any] | None = None,
     chunks: Sequence[int] | None = None,
+    units: Sequence[str] | None = None,
+    frame_interval: float | None = None,
     overwrite: bool = False,
     fsync: bool = True,
 ) -> SplitDataset:
@@ -244,8 +250,9 @@ def save(
     compression
         ``"blosc-lz4"`` (default), ``"blosc-zstd"``, ``"blosc"`` (the old blosclz level 9),
         ``"gzip"``, None, or a :class:`~split_dataset.storage.Codec`.
-    resolution, axis_order, attrs
-        Physical size per axis, axis letters (default ``tzyx``/``zyx``/``yx``...), and
+    resolution, units, axis_order, frame_interval, attrs
+        Physical size per axis and its unit (``("s", "um", "um", "um")``), axis letters
+        (default ``tzyx``/``zyx``/``yx``...), seconds between frames along axis 0, and
         JSON-serialisable user metadata, all stored in ``stack_metadata.json``.
     chunks
         HDF5 chunk shape inside each block file. Default: one image plane (the last two
@@ -270,7 +277,8 @@ def save(
         from .dask_adapter import save_dask
 
         return save_dask(data, path, shape_block, compression=compression, resolution=resolution,  # type: ignore[no-any-return]
-                         axis_order=axis_order, attrs=attrs, chunks=chunks, overwrite=overwrite, fsync=fsync)
+                         axis_order=axis_order, attrs=attrs, chunks=chunks, units=units,
+                         frame_interval=frame_interval, overwrite=overwrite, fsync=fsync)
     if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
         data = np.asarray(data)
     dtype = _check_dtype(data.dtype)
@@ -278,8 +286,8 @@ def save(
     if len(shape) == 0:
         raise ValueError("cannot save a 0-dimensional array as a split dataset")
     codec = Codec.parse(compression)
-    meta = make_metadata(shape, dtype, shape_block, codec, resolution=resolution,
-                         axis_order=axis_order, attrs=attrs, chunks=chunks)
+    meta = make_metadata(shape, dtype, shape_block, codec, resolution=resolution, axis_order=axis_order,
+                         attrs=attrs, chunks=chunks, units=units, frame_interval=frame_interval)
     root = Path(path)
     prepare_folder(root, overwrite)
     sink = BlockSink(root, meta, codec, fsync=fsync)

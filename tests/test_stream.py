@@ -326,3 +326,13 @@ def test_checksums_follow_the_blocks(tmp_path) -> None:
         assert sha256_file(tmp_path / "acq" / name) == digest
     lines = (tmp_path / "acq" / "SHA256SUMS").read_text().splitlines()
     assert len(lines) == 3  # no stale line for the replaced block: sha256sum -c passes
+
+
+def test_writer_physical_metadata_survives_resume(tmp_path) -> None:
+    with writer(tmp_path / "acq", resolution=(1, 5, 0.6, 0.6), units=("s", "um", "um", "um"),
+                frame_interval=0.1) as w:
+        w.append(frames(0, 2))
+    with writer(tmp_path / "acq", mode="a") as w:
+        w.append(frames(2, 2))
+    ds = w.dataset
+    assert ds.units == ("s", "um", "um", "um") and ds.frame_interval == 0.1 and ds.resolution[1] == 5.0

@@ -217,3 +217,25 @@ def test_checksums_check_with_sha256sum(tmp_path) -> None:
     if shutil.which("sha256sum"):
         out = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=ds.root, capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_physical_metadata(tmp_path) -> None:
+    ds = save_fast(np.zeros((4, 2, 3, 3), np.uint16), tmp_path / "ds", (2,), resolution=(0.5, 5, 0.6, 0.6),
+                   units=("s", "um", "um", "um"), frame_interval=0.5)
+    again = SplitDataset(ds.root)
+    assert again.units == ("s", "um", "um", "um") and again.frame_interval == 0.5 and again.frame_rate == 2.0
+    assert again.resolution == (0.5, 5.0, 0.6, 0.6)
+    plain = save_fast(np.zeros((4, 3)), tmp_path / "plain", None)
+    assert plain.units == ("", "") and plain.frame_interval is None and plain.frame_rate is None
+    with pytest.raises(ValueError, match="units must have 2"):
+        save_fast(np.zeros((4, 3)), tmp_path / "bad", None, units=("um",))
+    with pytest.raises(ValueError, match="frame_interval"):
+        save_fast(np.zeros((4, 3)), tmp_path / "bad2", None, frame_interval=-1)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
+
+
+def test_acquisition_voxel_size_is_micrometres() -> None:
+    from conftest import LEGACY_CASES
+
+    ds = SplitDataset(LEGACY_CASES["acquisition__original"])
+    assert ds.resolution == (1.0, 5.0, 0.6, 0.6) and ds.units == ("", "um", "um", "um")
