@@ -25,7 +25,7 @@ import numpy as np
 from .dataset import SplitDataset
 from .errors import SplitDatasetError
 from .metadata import Metadata
-from .storage import METADATA_FILENAME, Codec, append_checksum, block_name, read_checksums
+from .storage import METADATA_FILENAME, Codec, append_checksum, block_name, read_checksums, write_checksums
 from .writer import DEFAULT_COMPRESSION, BlockSink, _check_dtype, make_metadata, prepare_folder
 
 __all__ = ["SplitDatasetWriter", "WriteError", "DiskFullError", "WriterLockedError"]
@@ -174,9 +174,10 @@ class SplitDatasetWriter:
             self._meta: Metadata = meta
             self._sink = BlockSink(self._root, meta, self._codec, fsync=fsync, checksums=checksums)
             self._sums_on_disk: set[str] = set()
+            self._pending_sums: list[str] = []
             if checksums:
                 old = read_checksums(self._root) if resuming else None
-                self._sink.sums.update(old or {})
+                self._sink.add_sums(old or {})
                 self._sums_on_disk.update(old or {})
                 if old is None:
                     self._sink.write_checksums()
@@ -261,10 +262,14 @@ class SplitDatasetWriter:
             item = self._work.get()
             try:
                 if item is None:
+                    if self._error is None:
+                        self._record_checksums(everything=True)
                     return
                 index, arr, n, recycle = item
                 if self._error is None:
                     self._write_block(index, arr, n)
+                    # hash block k while block k+1 compresses; all of them before flush() returns
+                    self._record_checksums(everything=self._work.empty())
             except BaseException as e:  # reported to the caller on its next call
                 self._error = e
             finally:
@@ -284,8 +289,9 @@ class SplitDatasetWriter:
                     self._frames_safe, errno.ENOSPC,
                 )
             path = self._sink.write_unchecked(index, arr[:n])
-            self._record_checksum(path.name)
             self._sink.write_metadata(self._meta_for(frames, complete=False))
+            if self._sink.checksums and path.name not in self._pending_sums:
+                self._pending_sums.append(path.name)
         except WriteError:
             raise
         except OSError as e:
@@ -297,15 +303,20 @@ class SplitDatasetWriter:
             ) from e
         self._frames_safe = frames
 
-    def _record_checksum(self, name: str) -> None:
-        sink = self._sink
-        if not sink.checksums:
+    def _record_checksums(self, everything: bool) -> None:
+        """Add the pending blocks' SHA-256 to SHA256SUMS (all, or all but the newest)."""
+        sink, pending = self._sink, self._pending_sums
+        names = pending if everything else pending[:-1]
+        if not names:
             return
-        if name in self._sums_on_disk:  # a partial block was replaced: rewrite the list
-            sink.write_checksums()
+        if any(n in self._sums_on_disk for n in names):  # a partial block was replaced: rewrite
+            listed = self._sums_on_disk | set(names)
+            write_checksums(self._root, {n: sink.digest(n) for n in listed}, fsync=False)
         else:
-            append_checksum(self._root, name, sink.sums[name], fsync=sink.fsync)
-        self._sums_on_disk.add(name)
+            for name in names:
+                append_checksum(self._root, name, sink.digest(name), fsync=False)
+        self._sums_on_disk.update(names)
+        self._pending_sums = [] if everything else pending[-1:]
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

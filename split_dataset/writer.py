@@ -21,6 +21,7 @@ from .storage import (
     default_chunks,
     scan_block_files,
     sha256_file,
+    pool,
     write_block_atomic,
     write_checksums,
     write_json_atomic,
@@ -123,7 +124,7 @@ class BlockSink:
         self.prefix = prefix
         self.fsync = fsync
         self.checksums = checksums
-        self.sums: dict[str, str] = {}
+        self._sums: dict[str, Any] = {}  # name -> hex digest, or a Future of one
         self.grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
 
     def expected_shape(self, index: int) -> tuple[int, ...]:
@@ -146,9 +147,23 @@ class BlockSink:
         path = self.root / block_name(index, self.prefix)
         write_block_atomic(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks,
                            fsync=self.fsync)
-        if self.checksums:
-            self.sums[path.name] = sha256_file(path)
+        if self.checksums:  # hashed on the pool while the next block is compressed
+            self._sums[path.name] = pool().submit(sha256_file, path)
         return path
+
+    @property
+    def sums(self) -> dict[str, str]:
+        """``{file name: SHA-256}`` of the blocks written (waits for pending hashes)."""
+        return {name: self.digest(name) for name in list(self._sums)}
+
+    def digest(self, name: str) -> str:
+        """SHA-256 of block file `name` as written (waits if it is still being hashed)."""
+        value = self._sums[name]
+        return value if isinstance(value, str) else value.result()
+
+    def add_sums(self, sums: Mapping[str, str]) -> None:
+        """Record checksums computed elsewhere (by other processes, or found on disk)."""
+        self._sums.update(sums)
 
     def write_checksums(self) -> None:
         """Replace ``SHA256SUMS`` with the checksums of the blocks written so far."""
