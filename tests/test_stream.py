@@ -336,3 +336,39 @@ def test_writer_physical_metadata_survives_resume(tmp_path) -> None:
         w.append(frames(2, 2))
     ds = w.dataset
     assert ds.units == ("s", "um", "um", "um") and ds.frame_interval == 0.1 and ds.resolution[1] == 5.0
+
+
+LIVE_CHILD = r"""
+import sys, time, numpy as np
+sys.path.insert(0, {tests!r})
+from test_stream import frames, FRAME
+from split_dataset import SplitDatasetWriter
+with SplitDatasetWriter({path!r}, FRAME, np.uint16, 4, fsync=False) as w:
+    print("ready", flush=True)
+    for t in range(0, 60, 3):
+        w.append(frames(t, 3))
+        w.flush()
+        time.sleep(0.01)
+"""
+
+
+def test_reader_follows_a_live_writer_in_another_process(tmp_path) -> None:
+    """A viewer reopens/refreshes while the writer runs: always a valid prefix, never a partial block."""
+    path = tmp_path / "acq"
+    code = LIVE_CHILD.format(tests=str(Path(__file__).parent), path=str(path))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    ds = SplitDataset(path)
+    seen = []
+    while proc.poll() is None or not seen or seen[-1] < 60:
+        ds.refresh()
+        n = ds.shape[0]
+        seen.append(n)
+        if n:
+            np.testing.assert_array_equal(ds[:], frames(0, n))  # every visible frame is whole and right
+        if proc.poll() is not None and n == 60:
+            break
+        time.sleep(0.005)
+    assert proc.wait(30) == 0
+    assert seen == sorted(seen) and seen[-1] == 60 and len(set(seen)) > 3
+    assert ds.refresh().complete is True
