@@ -172,7 +172,7 @@ def read_json(path: Path) -> dict[str, Any]:
     """Parse a metadata JSON file; malformed content raises :class:`MetadataError`."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(1 << 24)
+            raw = f.read(min(os.fstat(f.fileno()).st_size + 1, 1 << 24))
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MetadataError(f"{str(path)!r} is not valid JSON: {e}") from e
@@ -245,9 +245,11 @@ CHECKSUM_FILENAME = "SHA256SUMS"
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 

@@ -1,0 +1,487 @@
+"""Inspecting a split dataset: :func:`info` (what it holds) and :func:`verify` (whether it is whole).
+
+Both return plain data (a dict, a :class:`VerifyReport`) and never print; the
+``split-dataset info`` and ``split-dataset verify`` commands format them.
+
+:func:`verify` works from the metadata and the files on disk, independently of the
+reader's own reconciliation: every block file the metadata describes is opened and
+decoded in full, its shape and dtype are compared with the metadata, and where the
+folder holds a ``SHA256SUMS`` file (written by :func:`split_dataset.save`, the
+:class:`~split_dataset.SplitDatasetWriter` and dask saves as each block is written)
+every block's SHA-256 is compared with it, so a changed byte is found even where the
+damaged block still decodes.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .dataset import SplitDataset, TruncatedDatasetWarning
+from .errors import CorruptBlockError, MetadataError, NotASplitDatasetError, SplitDatasetError
+from .grid import BlockGrid
+from .metadata import Metadata
+from .storage import (
+    CHECKSUM_FILENAME,
+    METADATA_FILENAME,
+    open_block,
+    block_name,
+    pool,
+    read_checksums,
+    read_json,
+    read_legacy_metadata,
+    scan_block_files,
+    sha256_file,
+)
+
+__all__ = ["Problem", "VerifyReport", "verify", "info", "block_codec"]
+
+#: ``progress(done, total)``: called with ``done == 0`` first, then after each unit of work.
+Progress = Callable[[int, int], None]
+
+#: Bytes decoded at a time while verifying a block (bounds memory for very large blocks).
+_DECODE_BYTES = 64 << 20
+_WRITER_LOCK = ".split_dataset.writer.lock"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one file of a dataset.
+
+    Attributes
+    ----------
+    file
+        File name inside the dataset folder (``0003.h5``, ``stack_metadata.json``).
+    kind
+        ``"missing"`` (a block file the metadata describes is not there), ``"corrupt"``
+        (cannot be opened or decoded), ``"mismatch"`` (shape or dtype differ from the
+        metadata), ``"checksum"`` (the bytes changed since the block was written),
+        ``"no-checksum"`` (``SHA256SUMS`` exists but has no line for this block) or
+        ``"metadata"`` (the metadata cannot be read).
+    message
+        One human-readable sentence.
+    """
+
+    file: str
+    kind: str
+    message: str
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found.
+
+    Attributes
+    ----------
+    path
+        The dataset folder.
+    n_blocks
+        Block files the metadata describes.
+    n_checked
+        Block files opened and decoded in full.
+    checksums_available
+        Whether the folder has a ``SHA256SUMS`` file (datasets from older writers do not).
+    problems
+        Every missing, corrupt or inconsistent file, in file order.
+    notes
+        Things worth knowing that do not make the dataset damaged.
+    """
+
+    path: Path
+    n_blocks: int = 0
+    n_checked: int = 0
+    checksums_available: bool = False
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True only if every block is present, decodes, matches the metadata and its checksum."""
+        return not self.problems
+
+    @property
+    def damaged_files(self) -> list[str]:
+        """Names of the files with at least one problem (each once, in order)."""
+        return list(dict.fromkeys(p.file for p in self.problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form (stable keys, for ``split-dataset verify --json``)."""
+        return {
+            "path": str(self.path),
+            "ok": self.ok,
+            "n_blocks": self.n_blocks,
+            "n_checked": self.n_checked,
+            "checksums_available": self.checksums_available,
+            "problems": [{"file": p.file, "kind": p.kind, "message": p.message} for p in self.problems],
+            "notes": list(self.notes),
+        }
+
+
+def _resolve_root(path: str | os.PathLike[str]) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"no split dataset at {str(p)!r}: the path does not exist")
+    if p.is_file() and p.name == METADATA_FILENAME:
+        p = p.parent
+    if not p.is_dir():
+        raise NotASplitDatasetError(f"{str(p)!r} is a file; a split dataset is a folder of block files")
+    return p.resolve()
+
+
+def _choose_prefix(root: Path, groups: dict[str, dict[int, str]], prefix: str | None) -> str:
+    """The block-name prefix, chosen as :class:`~split_dataset.SplitDataset` chooses it."""
+    if prefix is not None:
+        if prefix in groups or not prefix or prefix.endswith("_"):
+            return prefix
+        return prefix + "_" if prefix + "_" in groups else prefix
+    if "" in groups or not groups:
+        return ""
+    if len(groups) == 1:
+        return next(iter(groups))
+    raise NotASplitDatasetError(
+        f"{str(root)!r} holds block files with several name prefixes {sorted(groups)}; pass prefix= to choose one"
+    )
+
+
+def _read_metadata(root: Path, present: dict[int, str]) -> tuple[str, Metadata]:
+    """(file the metadata came from, parsed metadata). Raises MetadataError / NotASplitDatasetError."""
+    json_path = root / METADATA_FILENAME
+    if json_path.is_file():
+        source, raw = METADATA_FILENAME, read_json(json_path)
+    elif present:
+        source = present[max(present)]
+        raw = read_legacy_metadata(root / source)
+    else:
+        raise NotASplitDatasetError(
+            f"{str(root)!r} is not a split dataset: no {METADATA_FILENAME} and no block files"
+        )
+    try:
+        return source, Metadata.from_dict(raw)
+    except MetadataError as e:
+        raise MetadataError(f"{source}: {e}") from e
+
+
+def _decode_fully(dset: Any) -> None:
+    """Read every element of an h5py dataset, a slab of whole chunks at a time."""
+    if dset.size == 0:
+        return
+    if dset.ndim == 0:
+        dset[()]
+        return
+    row = max(1, math.prod(dset.shape[1:]) * dset.dtype.itemsize)
+    unit = dset.chunks[0] if dset.chunks else 1
+    step = max(unit, (_DECODE_BYTES // row) // unit * unit)
+    for start in range(0, dset.shape[0], step):
+        dset[start : start + step]
+
+
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    prefix: str | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Check that a split dataset is whole: every block present, decodable, consistent, unchanged.
+
+    Every block file the metadata describes is opened read-only and decoded in full,
+    and its shape and dtype are compared with what the metadata says. If the folder
+    holds ``SHA256SUMS`` (datasets written by this package), the SHA-256 of every block
+    is compared with it and blocks without a line are flagged; datasets from older
+    writers have no checksums, which the report says (``checksums_available``).
+
+    Parameters
+    ----------
+    path
+        The dataset folder.
+    prefix
+        Block-name prefix, as for :class:`~split_dataset.SplitDataset`.
+    progress
+        Called as ``progress(done, total)`` with the number of blocks checked.
+
+    Returns
+    -------
+    VerifyReport
+        ``report.ok`` is True only if nothing is wrong; ``report.problems`` names every
+        missing, corrupt or inconsistent file.
+
+    Raises
+    ------
+    FileNotFoundError
+        `path` does not exist.
+    NotASplitDatasetError
+        `path` holds no split dataset at all. (Unreadable metadata is reported as a
+        problem, not raised.)
+
+    Examples
+    --------
+    >>> import numpy as np, split_dataset, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "ds")
+    >>> _ = split_dataset.save(np.zeros((10, 4, 4), "uint16"), path, (5,))
+    >>> report = verify(path)
+    >>> report.ok, report.n_checked, report.checksums_available
+    (True, 2, True)
+    >>> os.remove(os.path.join(path, "0001.h5"))
+    >>> [(p.file, p.kind) for p in verify(path).problems]
+    [('0001.h5', 'missing')]
+    """
+    root = _resolve_root(path)
+    report = VerifyReport(path=root)
+    groups = scan_block_files(root)
+    prefix = _choose_prefix(root, groups, prefix)
+    present = groups.get(prefix, {})
+    try:
+        meta_file, meta = _read_metadata(root, present)
+    except MetadataError as e:
+        name = METADATA_FILENAME if (root / METADATA_FILENAME).is_file() else (present[max(present)] if present else "")
+        report.problems.append(Problem(name, "metadata", f"the metadata cannot be read: {e}"))
+        return report
+
+    # what a reader would say when opening it (a stopped acquisition, say)
+    reader_dtype: np.dtype | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with SplitDataset(root, prefix) as ds:
+                reader_dtype = ds.dtype
+        except (SplitDatasetError, OSError, ValueError):
+            pass  # every block is checked below; the failing one is named there
+    for w in caught:
+        if issubclass(w.category, TruncatedDatasetWarning):
+            report.notes.append(str(w.message).replace(f"{str(root)!r}: ", ""))
+
+    grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
+    report.n_blocks = grid.n_blocks
+    sums = read_checksums(root)
+    report.checksums_available = sums is not None
+    if sums is None:
+        report.notes.append(
+            f"checksums not available: no {CHECKSUM_FILENAME} (written by an older writer); every block was "
+            "decoded and checked against the metadata, but a changed byte that still decodes cannot be detected"
+        )
+    if (root / _WRITER_LOCK).exists():
+        report.notes.append(f"a writer holds this dataset ({_WRITER_LOCK} exists): it may still be growing")
+    if meta.complete is False:
+        report.notes.append("the metadata marks the acquisition as not complete (still running, or stopped early)")
+
+    found_dtypes: dict[int, np.dtype] = {}
+    total = grid.n_blocks
+    if progress is not None:
+        progress(0, total)
+    for index in range(total):
+        name = block_name(index, prefix)
+        coords = grid.coords(index)
+        if index not in present:
+            listed = " (listed in SHA256SUMS)" if sums and name in sums else ""
+            report.problems.append(
+                Problem(name, "missing", f"block {coords} is missing: the metadata describes it, the file is not there{listed}")
+            )
+        else:
+            _check_block(root / name, index, coords, grid, meta, sums, report, found_dtypes)
+        if progress is not None:
+            progress(index + 1, total)
+
+    # dtype: the metadata's; for old datasets that do not record it, what the reader uses (or most blocks have)
+    expected_dtype = meta.dtype or reader_dtype
+    if expected_dtype is None and found_dtypes:
+        expected_dtype = collections.Counter(found_dtypes.values()).most_common(1)[0][0]
+    for index, dt in found_dtypes.items():
+        if dt != expected_dtype:
+            name = block_name(index, prefix)
+            where = "the metadata says" if meta.dtype is not None else "the other blocks hold"
+            report.problems.append(
+                Problem(name, "mismatch", f"block {grid.coords(index)} holds {dt}; {where} {expected_dtype}")
+            )
+    report.problems.sort(key=lambda p: (p.file != meta_file, len(p.file), p.file))
+
+    if sums is not None:
+        grid_names = {block_name(i, prefix) for i in range(total)}
+        beyond = sorted(n for n in sums if n not in grid_names)
+        for n in beyond:
+            if not (root / n).exists():
+                report.problems.append(Problem(n, "missing", f"listed in {CHECKSUM_FILENAME} but not on disk"))
+        extra = [n for n in beyond if (root / n).exists()]
+        if extra:
+            report.notes.append(
+                f"{len(extra)} file(s) listed in {CHECKSUM_FILENAME} lie beyond what the metadata describes "
+                f"({', '.join(extra[:3])}{'...' if len(extra) > 3 else ''}); not checked"
+            )
+    return report
+
+
+def _check_block(
+    path: Path,
+    index: int,
+    coords: tuple[int, ...],
+    grid: BlockGrid,
+    meta: Metadata,
+    sums: dict[str, str] | None,
+    report: VerifyReport,
+    found_dtypes: dict[int, np.dtype],
+) -> None:
+    name = path.name
+    digest = pool().submit(sha256_file, path) if sums is not None and name in sums else None
+    try:
+        handle = open_block(path, coords, path.parent, meta.data_key, 1 << 20)
+    except Exception as e:  # noqa: BLE001 - anything that stops a block from opening makes it corrupt
+        cause = e.__cause__ if isinstance(e, CorruptBlockError) and e.__cause__ is not None else e
+        report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be opened: {_one_line(cause)}"))
+    else:
+        try:
+            expected = grid.block_shape(coords)
+            shape = tuple(handle.shape)
+            ok_shape = shape == expected
+            if not ok_shape and meta.complete is False and coords[0] == grid.grid_shape[0] - 1:
+                ok_shape = shape[1:] == expected[1:] and shape[0] >= expected[0]  # a live writer's growing block
+            if not ok_shape:
+                report.problems.append(
+                    Problem(name, "mismatch", f"block {coords} holds an array of shape {shape}; the metadata says {expected}")
+                )
+            found_dtypes[index] = handle.dtype
+            try:
+                _decode_fully(handle.dset)
+                report.n_checked += 1
+            except Exception as e:  # noqa: BLE001 - a block that does not decode is corrupt, whatever h5py raised
+                report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
+        finally:
+            handle.close()
+    if sums is None:
+        return
+    if digest is None:
+        report.problems.append(
+            Problem(name, "no-checksum", f"{CHECKSUM_FILENAME} has no line for this block; it cannot be checked")
+        )
+        return
+    try:
+        actual = digest.result()
+    except OSError as e:
+        report.problems.append(Problem(name, "corrupt", f"cannot be read to compute its checksum: {_one_line(e)}"))
+        return
+    if actual != sums[name]:
+        report.problems.append(
+            Problem(name, "checksum", f"SHA-256 {actual[:12]}... differs from {sums[name][:12]}... recorded in "
+                    f"{CHECKSUM_FILENAME} when the block was written: the file changed since")
+        )
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# ----------------------------------------------------------------------------- info
+
+_BLOSC_FILTER = 32001
+_BLOSC_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}
+_SHUFFLES = {0: "none", 1: "byte", 2: "bit"}
+
+
+def block_codec(dset: Any) -> dict[str, Any]:
+    """The codec of an h5py dataset, described as :meth:`split_dataset.Codec.describe` does.
+
+    Used for datasets whose metadata does not record the compression (old writers).
+
+    Examples
+    --------
+    >>> import h5py, io
+    >>> with h5py.File(io.BytesIO(), "w") as f:
+    ...     block_codec(f.create_dataset("x", (4, 4), "u2", chunks=(2, 4), compression="gzip"))
+    {'name': 'gzip', 'clevel': 4, 'shuffle': 'none'}
+    """
+    plist = dset.id.get_create_plist()
+    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    codes = [f[0] for f in filters]
+    for code, _flags, cd, _name in filters:
+        if code == _BLOSC_FILTER:
+            cd = tuple(cd)
+            return {
+                "name": "blosc",
+                "cname": _BLOSC_CNAMES.get(cd[6] if len(cd) > 6 else 0, "unknown"),
+                "clevel": int(cd[4]) if len(cd) > 4 else 5,
+                "shuffle": _SHUFFLES.get(int(cd[5]) if len(cd) > 5 else 1, "unknown"),
+            }
+        if code == 1:  # deflate
+            return {"name": "gzip", "clevel": int(cd[0]) if cd else 6, "shuffle": "byte" if 2 in codes else "none"}
+    if not filters:
+        return {"name": "none"}
+    return {"name": "other", "filters": [f[3].decode(errors="replace") if isinstance(f[3], bytes) else str(f[3])
+                                         for f in filters]}
+
+
+def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str, Any]:
+    """Everything ``split-dataset info`` shows, as a JSON-serialisable dict with stable keys.
+
+    Keys: ``path``, ``shape``, ``shape_in_metadata``, ``dtype``, ``shape_block``,
+    ``chunks``, ``padding``, ``n_blocks``, ``n_blocks_present``, ``missing_blocks``,
+    ``codec``, ``nbytes`` (uncompressed), ``bytes_on_disk`` (sum of the block files),
+    ``compression_ratio`` (nbytes / bytes_on_disk, None if nothing is on disk),
+    ``axis_order``, ``resolution``, ``units``, ``frame_interval``, ``frame_rate``,
+    ``attrs``, ``complete`` (True, False or None when the writer did not say),
+    ``checksums`` (whether ``SHA256SUMS`` exists) and ``warnings`` (what opening said).
+
+    Examples
+    --------
+    >>> import numpy as np, split_dataset, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "ds")
+    >>> _ = split_dataset.save(np.zeros((10, 4, 4), "uint16"), path, (5,), resolution=(2, 1, 1))
+    >>> d = info(path)
+    >>> d["shape"], d["dtype"], d["n_blocks"], d["codec"]["name"], d["resolution"], d["complete"]
+    ([10, 4, 4], 'uint16', 2, 'blosc', [2.0, 1.0, 1.0], True)
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = SplitDataset(path, prefix)
+    with ds:
+        root = ds.root
+        missing = set(ds.missing_blocks)
+        present = [i for i in range(ds.n_blocks) if i not in missing]
+        files = ds.files.ravel()
+        on_disk = 0
+        for i in present:
+            try:
+                on_disk += files[i].stat().st_size
+            except OSError:
+                pass
+        meta = ds.meta
+        codec = meta.compression if isinstance(meta.compression, dict) else None
+        chunks = list(meta.chunks) if meta.chunks is not None else None
+        if (codec is None or chunks is None) and present:
+            dset = ds._handle(present[0]).dset
+            if codec is None:
+                codec = block_codec(dset)
+            if chunks is None and dset.chunks is not None:
+                chunks = list(dset.chunks)
+        try:
+            claimed = list(Metadata.from_dict(ds.metadata).shape)
+        except MetadataError:  # pragma: no cover - the dataset opened, so the metadata parses
+            claimed = list(ds.shape)
+        return {
+            "path": str(root),
+            "shape": list(ds.shape),
+            "shape_in_metadata": claimed,
+            "dtype": str(ds.dtype),
+            "shape_block": list(ds.shape_block),
+            "chunks": chunks,
+            "padding": list(ds.padding),
+            "n_blocks": ds.n_blocks,
+            "n_blocks_present": len(present),
+            "missing_blocks": [files[i].name for i in ds.missing_blocks],
+            "codec": codec,
+            "nbytes": int(ds.nbytes),
+            "bytes_on_disk": int(on_disk),
+            "compression_ratio": round(ds.nbytes / on_disk, 3) if on_disk else None,
+            "axis_order": ds.axis_order,
+            "resolution": [float(r) for r in ds.resolution],
+            "units": list(ds.units),
+            "frame_interval": ds.frame_interval,
+            "frame_rate": ds.frame_rate,
+            "attrs": ds.attrs,
+            "complete": ds.complete,
+            "checksums": (root / CHECKSUM_FILENAME).is_file(),
+            "warnings": [str(w.message) for w in caught],
+        }
