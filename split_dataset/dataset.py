@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,7 +46,8 @@ class MissingBlocksWarning(UserWarning):
     """Block files are missing inside the dataset; reading them will raise."""
 
 
-def _resolve_root(path: str | os.PathLike[str]) -> Path:
+def resolve_root(path: str | os.PathLike[str]) -> Path:
+    """The dataset folder for `path` (the folder or its metadata file); raises if there is none."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"no split dataset at {str(p)!r}: the path does not exist")
@@ -56,6 +56,39 @@ def _resolve_root(path: str | os.PathLike[str]) -> Path:
     if not p.is_dir():
         raise NotASplitDatasetError(f"{str(p)!r} is a file; a split dataset is a folder of block files")
     return p.resolve()
+
+
+def choose_prefix(root: Path, groups: dict[str, dict[int, str]], prefix: str | None) -> str:
+    """The block-name prefix: `prefix` (with or without its ``_``), else ``""``, else the only one found."""
+    if prefix is not None:
+        if prefix in groups or not prefix or prefix.endswith("_"):
+            return prefix
+        return prefix + "_" if prefix + "_" in groups else prefix
+    if "" in groups or not groups:
+        return ""
+    if len(groups) == 1:
+        return next(iter(groups))
+    raise NotASplitDatasetError(
+        f"{str(root)!r} holds block files with several name prefixes {sorted(groups)}; pass prefix= to choose one"
+    )
+
+
+def read_metadata(root: Path, present: dict[int, str]) -> tuple[Path, dict[str, Any], Metadata]:
+    """(file it came from, raw dict, parsed metadata): the JSON, else the group inside the last block."""
+    json_path = root / METADATA_FILENAME
+    if json_path.is_file():
+        source, raw = json_path, read_json(json_path)
+    elif present:
+        source = root / present[max(present)]
+        raw = read_legacy_metadata(source)
+    else:
+        raise NotASplitDatasetError(
+            f"{str(root)!r} is not a split dataset: no {METADATA_FILENAME} and no block files named like '0000.h5'"
+        )
+    try:
+        return source, raw, Metadata.from_dict(raw)
+    except MetadataError as e:
+        raise MetadataError(f"{str(source)!r}: {e}") from e
 
 
 class SplitDataset:
@@ -98,7 +131,7 @@ class SplitDataset:
         cache_size: int = 32,
         fill_value: Any = None,
     ) -> None:
-        self._root = _resolve_root(path)
+        self._root = resolve_root(path)
         self._prefix_arg = prefix
         self._fill_value = fill_value
         self._handles = HandleCache(cache_size)
@@ -109,23 +142,9 @@ class SplitDataset:
     def _load(self) -> None:
         root = self._root
         groups = scan_block_files(root)
-        prefix = self._choose_prefix(groups)
+        prefix = choose_prefix(root, groups, self._prefix_arg)
         present = groups.get(prefix, {})
-        json_path = root / METADATA_FILENAME
-        if json_path.is_file():
-            raw = read_json(json_path)
-        elif present:
-            raw = read_legacy_metadata(root / present[max(present)])
-        else:
-            raise NotASplitDatasetError(
-                f"{str(root)!r} is not a split dataset: no {METADATA_FILENAME} and no block files "
-                f"named like {block_name(0, prefix)!r}"
-            )
-        try:
-            meta = Metadata.from_dict(raw)
-        except MetadataError as e:
-            source = json_path if json_path.is_file() else root / present[max(present)]
-            raise MetadataError(f"{str(source)!r}: {e}") from e
+        _, raw, meta = read_metadata(root, present)
         claimed = BlockGrid(meta.shape, meta.shape_block, meta.padding)
         self._raw = raw
         self._prefix = prefix
@@ -149,21 +168,6 @@ class SplitDataset:
             if not self._present:
                 raise MetadataError(f"{str(root)!r}: the metadata records no dtype and there is no block to read it from")
             self._dtype = self._handle(max(self._present)).dtype
-
-    def _choose_prefix(self, groups: dict[str, dict[int, str]]) -> str:
-        if self._prefix_arg is not None:
-            p = self._prefix_arg
-            if p in groups or not p or p.endswith("_"):
-                return p
-            return p + "_" if p + "_" in groups else p
-        if "" in groups or not groups:
-            return ""
-        if len(groups) == 1:
-            return next(iter(groups))
-        raise NotASplitDatasetError(
-            f"{str(self._root)!r} holds block files with several name prefixes {sorted(groups)}; "
-            "pass prefix= to choose one"
-        )
 
     def _reconcile(self, grid: BlockGrid, meta: Metadata) -> tuple[int, ...]:
         """The shape the files on disk support: the metadata's, or another number of frames on axis 0."""

@@ -6,6 +6,7 @@ flammkuchen/PyTables layout (FORMAT.md): one array under ``stack``/``stack_{N}D`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -18,7 +19,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the blosc filter 32001 every block file needs)
@@ -194,20 +195,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes | memoryview, *, fsync: bool = True) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one.
+@contextlib.contextmanager
+def atomic_path(path: Path, *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary name beside `path`; when the block exits, that file becomes `path`.
 
-    Writes ``.<name>.<uuid>.tmp`` in the same folder, flushes it to disk, then renames
-    it over `path`. On any error the temporary file is removed and `path` is untouched.
+    The temporary file (``.<name>.<uuid>.tmp``, which no reader lists) is flushed to the
+    disk and renamed over `path`, so readers see the old file or the whole new one. On any
+    error it is removed and `path` is untouched.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
     try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
+        yield tmp
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -217,6 +222,12 @@ def write_bytes_atomic(path: Path, data: bytes | memoryview, *, fsync: bool = Tr
         raise
     if fsync:
         _fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes | memoryview, *, fsync: bool = True) -> None:
+    """Write `data` to `path` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path, fsync=fsync) as tmp, open(tmp, "xb") as f:
+        f.write(data)
 
 
 def write_json_atomic(path: Path, doc: Mapping[str, Any], *, fsync: bool = True) -> None:
@@ -450,26 +461,8 @@ def write_block_atomic(
     Blosc chunks are compressed in parallel (outside the GIL, see ``_blosc``) and written
     with ``write_direct_chunk``; the bytes are those HDF5's blosc filter would write.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
-    try:
-        with h5py.File(tmp, "x", libver=("earliest", "v110"), locking=False) as f:
-            _write_block_file(f, np.asarray(data), key, codec, chunks)
-        if fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    if fsync:
-        _fsync_dir(path.parent)
+    with atomic_path(path, fsync=fsync) as tmp, h5py.File(tmp, "x", libver=("earliest", "v110"), locking=False) as f:
+        _write_block_file(f, np.asarray(data), key, codec, chunks)
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .dataset import SplitDataset, TruncatedDatasetWarning
-from .errors import CorruptBlockError, MetadataError, NotASplitDatasetError, SplitDatasetError
+from .dataset import SplitDataset, TruncatedDatasetWarning, choose_prefix, read_metadata, resolve_root
+from .errors import CorruptBlockError, MetadataError, SplitDatasetError
 from .grid import BlockGrid
 from .metadata import Metadata
 from .storage import (
@@ -35,8 +35,6 @@ from .storage import (
     block_name,
     pool,
     read_checksums,
-    read_json,
-    read_legacy_metadata,
     scan_block_files,
     sha256_file,
 )
@@ -124,50 +122,6 @@ class VerifyReport:
         }
 
 
-def _resolve_root(path: str | os.PathLike[str]) -> Path:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"no split dataset at {str(p)!r}: the path does not exist")
-    if p.is_file() and p.name == METADATA_FILENAME:
-        p = p.parent
-    if not p.is_dir():
-        raise NotASplitDatasetError(f"{str(p)!r} is a file; a split dataset is a folder of block files")
-    return p.resolve()
-
-
-def _choose_prefix(root: Path, groups: dict[str, dict[int, str]], prefix: str | None) -> str:
-    """The block-name prefix, chosen as :class:`~split_dataset.SplitDataset` chooses it."""
-    if prefix is not None:
-        if prefix in groups or not prefix or prefix.endswith("_"):
-            return prefix
-        return prefix + "_" if prefix + "_" in groups else prefix
-    if "" in groups or not groups:
-        return ""
-    if len(groups) == 1:
-        return next(iter(groups))
-    raise NotASplitDatasetError(
-        f"{str(root)!r} holds block files with several name prefixes {sorted(groups)}; pass prefix= to choose one"
-    )
-
-
-def _read_metadata(root: Path, present: dict[int, str]) -> tuple[str, Metadata]:
-    """(file the metadata came from, parsed metadata). Raises MetadataError / NotASplitDatasetError."""
-    json_path = root / METADATA_FILENAME
-    if json_path.is_file():
-        source, raw = METADATA_FILENAME, read_json(json_path)
-    elif present:
-        source = present[max(present)]
-        raw = read_legacy_metadata(root / source)
-    else:
-        raise NotASplitDatasetError(
-            f"{str(root)!r} is not a split dataset: no {METADATA_FILENAME} and no block files"
-        )
-    try:
-        return source, Metadata.from_dict(raw)
-    except MetadataError as e:
-        raise MetadataError(f"{source}: {e}") from e
-
-
 def _decode_fully(dset: Any) -> None:
     """Read every element of an h5py dataset, a slab of whole chunks at a time."""
     if dset.size == 0:
@@ -231,13 +185,14 @@ def verify(
     >>> [(p.file, p.kind) for p in verify(path).problems]
     [('0001.h5', 'missing')]
     """
-    root = _resolve_root(path)
+    root = resolve_root(path)
     report = VerifyReport(path=root)
     groups = scan_block_files(root)
-    prefix = _choose_prefix(root, groups, prefix)
+    prefix = choose_prefix(root, groups, prefix)
     present = groups.get(prefix, {})
     try:
-        meta_file, meta = _read_metadata(root, present)
+        meta_path, _, meta = read_metadata(root, present)
+        meta_file = meta_path.name
     except MetadataError as e:
         name = METADATA_FILENAME if (root / METADATA_FILENAME).is_file() else (present[max(present)] if present else "")
         report.problems.append(Problem(name, "metadata", f"the metadata cannot be read: {e}"))
