@@ -7,7 +7,8 @@ volumes (4 per file, 60 MiB blocks), from synthetic light-sheet-like data (the f
 cycle through a few distinct images, compressing about 1.9x with blosc-lz4).
 
 Systems, each in a fresh subprocess so its peak memory is its own:
-- ``new``: SplitDatasetWriter defaults (fsync + SHA256SUMS), and ``new nofsync``.
+- ``new``: SplitDatasetWriter defaults (fsync + SHA256SUMS); ``new nofsync`` (checksums,
+  no fsync) and ``new bare`` (neither: what the peers do).
 - ``h5py``: raw h5py appending frame by frame to one resizable chunked file, same codec
   (blosc lz4 level 5, byte shuffle) and chunks as the split dataset's files.
 - ``old``: what acquisition programs do today: buffer a block, one ``flammkuchen.save`` per
@@ -125,6 +126,8 @@ def child_main(spec: dict[str, Any]) -> None:
         out = _run_new(frames, spec["n"], spec["per_file"], root)
     elif system == "new nofsync":
         out = _run_new(frames, spec["n"], spec["per_file"], root, fsync=False)
+    elif system == "new bare":
+        out = _run_new(frames, spec["n"], spec["per_file"], root, fsync=False, checksums=False)
     elif system == "h5py":
         out = _run_h5py(frames, spec["n"], spec["per_file"], root)
     elif system == "bound":
@@ -230,7 +233,7 @@ def main() -> None:
 
         old_python = str(oldenv.ensure_env(quiet=True))
     results: dict[str, Any] = {}
-    systems = ["new", "new nofsync", "h5py", "bound"] + ([] if args.skip_old else ["old"])
+    systems = ["new", "new nofsync", "new bare", "h5py", "bound"] + ([] if args.skip_old else ["old"])
     try:
         for case, cfg in CASES.items():
             frame, per_file = tuple(cfg["frame"]), int(cfg["per_file"])
