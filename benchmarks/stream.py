@@ -114,12 +114,19 @@ def _run_bound(frames: np.ndarray, n: int, per_file: int, root: Path) -> dict[st
     return {"seconds": time.perf_counter() - t0}
 
 
+def peak_rss_kb() -> int:
+    """VmHWM of this process; unlike ru_maxrss it does not inherit the parent's peak across exec."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 def child_main(spec: dict[str, Any]) -> None:
     """Entry point of one measurement subprocess; prints a JSON line."""
-    import resource
-
     frames = np.load(spec["data"])  # the source frames, loaded before the peak is measured
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = peak_rss_kb()
     root = Path(spec["root"])
     system = spec["system"]
     if system == "new":
@@ -134,17 +141,20 @@ def child_main(spec: dict[str, Any]) -> None:
         out = _run_bound(frames, spec["n"], spec["per_file"], root)
     else:
         raise ValueError(system)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out["extra_peak_mb"] = (peak - base_rss) / 1024
+    out["extra_peak_mb"] = (peak_rss_kb() - base_rss) / 1024
     print(json.dumps(out))
 
 
 OLD_CHILD = r"""
-import json, sys, time, resource, numpy as np, flammkuchen as fl
+import json, sys, time, numpy as np, flammkuchen as fl
 from pathlib import Path
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 spec = json.loads(sys.argv[1])
 frames = np.load(spec["data"])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak()
 root = Path(spec["root"]); root.mkdir(parents=True)
 n, per = spec["n"], spec["per_file"]
 key = "stack_%dD" % (frames.ndim)
@@ -157,7 +167,7 @@ for i in range(n):
         fl.save(str(root / ("%04d.h5" % k)), {key: buf[: i % per + 1]}, compression="blosc")
         k += 1
 dt = time.perf_counter() - t0
-print(json.dumps({"seconds": dt, "extra_peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}))
+print(json.dumps({"seconds": dt, "extra_peak_mb": (peak() - base) / 1024}))
 """
 
 

@@ -469,7 +469,15 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
 
 
-POOL_THREADS = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2)
+def _pool_threads() -> int:
+    """Threads that compress/decompress chunks: ``SPLIT_DATASET_THREADS``, else the usable cores."""
+    env = os.environ.get("SPLIT_DATASET_THREADS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+POOL_THREADS = _pool_threads()
 
 
 def pool() -> ThreadPoolExecutor:
