@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import os
 import warnings
 from pathlib import Path
@@ -303,7 +304,7 @@ class SplitDataset:
                     return _MISS
                 local.append(slice(start - k * b, stop - k * b, 1))
             elif t is int or t in _NP_INTS:
-                i = int(s)
+                i = operator.index(s)  # type: ignore[arg-type]  # type(s) is int or a NumPy integer
                 if i < 0:
                     i += n
                 if not 0 <= i < n:

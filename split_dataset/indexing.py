@@ -62,7 +62,7 @@ class DimSelection:
             return self._project_array(grid, axis)
         start, step, count = self.start, self.step, self.count
         last = start + (count - 1) * step
-        out = []
+        out: list[tuple[int, LocalSel, slice]] = []
         for b in range(grid.block_of(axis, start), grid.block_of(axis, last) + 1):
             bs, be = grid.block_start(axis, b), grid.owned_stop(axis, b)
             k0 = max(0, -(-(bs - start) // step))

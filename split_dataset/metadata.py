@@ -66,7 +66,7 @@ def _parse_int(value: Any, what: str, *, minimum: int) -> int:
     if isinstance(value, numbers.Integral):
         out = int(value)
     elif isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
-        out = int(value)
+        out = int(float(value))
     else:
         raise MetadataError(f"{what} must be an integer, got {value!r}")
     if out < minimum:

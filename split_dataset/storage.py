@@ -149,7 +149,8 @@ class Codec:
             return {}
         if self.name == "gzip":
             return {"compression": "gzip", "compression_opts": int(self.clevel), "shuffle": self.shuffle != "none"}
-        return dict(hdf5plugin.Blosc(cname=self.cname, clevel=int(self.clevel), shuffle=self._SHUFFLES[self.shuffle]))
+        return dict(hdf5plugin.Blosc(cname=self.cname, clevel=int(self.clevel),  # type: ignore[arg-type]
+                                     shuffle=self._SHUFFLES[self.shuffle]))
 
     def blosc_args(self) -> tuple[str, int, int] | None:
         """(cname, clevel, shuffle) when chunks can be compressed outside HDF5, else None."""
@@ -428,6 +429,7 @@ def _write_block_file(f: h5py.File, data: np.ndarray, key: str, codec: Codec, ch
         dset.write_direct(np.ascontiguousarray(data))
         return
     # blosc: compress chunks on all cores outside HDF5's global lock, then store them as they are
+    assert ch is not None
     offsets = _chunk_grid(data.shape, ch)
     write = dset.id.write_direct_chunk
     for offset, payload in zip(offsets, pool().map(lambda o: _blosc.compress(_chunk_of(data, o, ch), *blosc), offsets)):
