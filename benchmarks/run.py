@@ -360,11 +360,21 @@ def main(argv: list[str] | None = None) -> int:
         "--new-path", type=Path, default=REPO, help="folder holding the split_dataset to test (default: repo)"
     )
     parser.add_argument("--skip-old", action="store_true", help="do not run the old 0.4.4 package")
+    parser.add_argument("--shape", default=None, metavar="T,Z,Y,X",
+                        help="array shape, e.g. 48,2,2048,2048 for the 2048x2048-frame case")
+    parser.add_argument("--block-t", type=int, default=None, help=f"frames per block file (default {BLOCK_T})")
     args = parser.parse_args(argv)
+    global BLOCK_T
+    if args.block_t:
+        BLOCK_T = args.block_t
 
     started = time.perf_counter()
     load_start = os.getloadavg()
     shape = QUICK_SHAPE if args.quick else FULL_SHAPE
+    if args.shape:
+        shape = tuple(int(v) for v in args.shape.split(","))
+        if len(shape) != 4:
+            parser.error(f"--shape takes 4 numbers T,Z,Y,X, got {args.shape!r}")
     reps = args.reps or (3 if args.quick else 5)
     tuned = False if args.no_malloc_tuning else hostinfo.tune_malloc()
     sd = import_new(args.new_path)

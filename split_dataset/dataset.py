@@ -166,9 +166,10 @@ class SplitDataset:
                 stacklevel=3,
             )
         if self._dtype is None:
-            if not self._present:
+            inside = [i for i in self._present if i < self._grid.n_blocks]
+            if not inside:
                 raise MetadataError(f"{str(root)!r}: the metadata records no dtype and there is no block to read it from")
-            self._dtype = self._handle(max(self._present)).dtype
+            self._dtype = self._handle(max(inside)).dtype
 
     def _reconcile(self, grid: BlockGrid, meta: Metadata) -> tuple[int, ...]:
         """The shape the files on disk support: the metadata's, or another number of frames on axis 0."""
@@ -517,7 +518,7 @@ class SplitDataset:
     @property
     def data_key(self) -> str:
         """Name of the array inside the block files."""
-        if self._key is None and self._present:
+        if self._key is None and self._present and min(self._present) < self._grid.n_blocks:
             return str(self._handle(min(self._present)).dset.name).lstrip("/")
         return self._key or "stack"
 

@@ -680,3 +680,17 @@ def test_overwrite_replaces_dataset_and_keeps_unrelated_files(tmp_path, unrelate
     assert json.loads((root / METADATA).read_text())["shape_full"] == [7, 6]
     ds.close()
     np.testing.assert_array_equal(SplitDataset(root)[:], y)
+
+
+def test_stray_block_beyond_the_grid_is_ignored(tmp_path):
+    """A leftover block with a higher number (an earlier, longer run) does not confuse the reader."""
+    x = np.arange(8 * 3, dtype=np.int16).reshape(8, 3)
+    ds = split_dataset.save(x, tmp_path / "ds", (4,), fsync=False)
+    ds.close()
+    (tmp_path / "ds" / "0007.h5").write_bytes((tmp_path / "ds" / "0001.h5").read_bytes())
+    meta = json.loads((tmp_path / "ds" / "stack_metadata.json").read_text())
+    del meta["dtype"], meta["data_key"]  # as old writers leave it: the reader must look into a block
+    (tmp_path / "ds" / "stack_metadata.json").write_text(json.dumps(meta))
+    again = split_dataset.SplitDataset(tmp_path / "ds")
+    assert again.shape == (8, 3) and again.dtype == np.int16 and again.data_key == "stack_2D"
+    np.testing.assert_array_equal(again[:], x)
