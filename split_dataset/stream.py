@@ -155,10 +155,12 @@ class SplitDatasetWriter:
         self._codec = Codec.parse(compression)
         block = (self._fpf,) + self._frame_shape
         resuming = mode == "a" and (self._root / METADATA_FILENAME).is_file()
-        if not resuming:
+        if not self._root.exists():
             prepare_folder(self._root, overwrite)
-        self._take_lock()
+        self._take_lock()  # before touching an existing folder: another writer may be using it
         try:
+            if not resuming:
+                prepare_folder(self._root, overwrite, ignore=(LOCK_FILENAME,))
             existing = self._open_existing() if resuming else None
             base_attrs = dict(existing.attrs) if existing is not None else {}
             base_attrs.update(attrs or {})

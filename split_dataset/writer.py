@@ -70,11 +70,14 @@ def _check_dtype(dtype: np.dtype) -> np.dtype:
     return dtype
 
 
-def prepare_folder(path: Path, overwrite: bool) -> None:
-    """Create `path`, refusing a non-empty folder unless `overwrite` (then only our files go)."""
+def prepare_folder(path: Path, overwrite: bool, ignore: tuple[str, ...] = ()) -> None:
+    """Create `path`, refusing a non-empty folder unless `overwrite` (then only our files go).
+
+    Files named in `ignore` (the caller's own lock file) do not make the folder non-empty.
+    """
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{str(path)!r} exists and is a file, not a folder")
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and any(p.name not in ignore for p in path.iterdir()):
         if not overwrite:
             raise FileExistsError(
                 f"{str(path)!r} exists and is not empty; pass overwrite=True to replace the dataset in it"

@@ -179,8 +179,13 @@ def test_bad_constructor_arguments(tmp_path) -> None:
 
 def test_one_writer_at_a_time(tmp_path) -> None:
     w = writer(tmp_path / "acq")
+    w.append(frames(0, 5))
+    w.flush()
     with pytest.raises(WriterLockedError, match="being written by process"):
         writer(tmp_path / "acq", mode="a")
+    with pytest.raises(WriterLockedError):  # not even overwrite=True may remove a live writer's blocks
+        writer(tmp_path / "acq", overwrite=True)
+    assert SplitDataset(tmp_path / "acq").shape[0] == 5
     w.close()
     with writer(tmp_path / "acq", mode="a"):
         pass
