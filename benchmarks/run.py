@@ -343,6 +343,7 @@ def lib_versions() -> dict[str, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global BLOCK_T
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_SHAPE} array and 3 repetitions")
     parser.add_argument(
@@ -364,7 +365,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="array shape, e.g. 48,2,2048,2048 for the 2048x2048-frame case")
     parser.add_argument("--block-t", type=int, default=None, help=f"frames per block file (default {BLOCK_T})")
     args = parser.parse_args(argv)
-    global BLOCK_T
     if args.block_t:
         BLOCK_T = args.block_t
 
