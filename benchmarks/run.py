@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-old", action="store_true", help="do not run the old 0.4.4 package")
     parser.add_argument("--shape", default=None, metavar="T,Z,Y,X",
-                        help="array shape, e.g. 48,2,2048,2048 for the 2048x2048-frame case")
+                        help="array shape, e.g. 52,2,2048,2048 for the 2048x2048-frame case (T*Z >= 100)")
     parser.add_argument("--block-t", type=int, default=None, help=f"frames per block file (default {BLOCK_T})")
     args = parser.parse_args(argv)
     if args.block_t:
