@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -21,6 +22,8 @@ from .storage import (
     default_chunks,
     scan_block_files,
     sha256_file,
+    fsync_dir,
+    fsync_file,
     pool,
     write_block_atomic,
     write_checksums,
@@ -120,6 +123,7 @@ class BlockSink:
         prefix: str = "",
         fsync: bool = True,
         checksums: bool = True,
+        defer_fsync: bool = False,
     ) -> None:
         self.root = Path(root)
         self.meta = meta
@@ -127,6 +131,11 @@ class BlockSink:
         self.prefix = prefix
         self.fsync = fsync
         self.checksums = checksums
+        # defer_fsync: blocks are flushed in the background, all before anything describes them
+        # (checksums, metadata); for writers whose metadata comes only at the end, like save()
+        self.defer_fsync = defer_fsync
+        self._syncing: list[Any] = []
+        self._sync_pool: ThreadPoolExecutor | None = None
         self._sums: dict[str, Any] = {}  # name -> hex digest, or a Future of one
         self.grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
 
@@ -148,8 +157,13 @@ class BlockSink:
     def write_unchecked(self, index: int, arr: np.ndarray) -> Path:
         """Write block `index` without validating it against the grid; record its checksum."""
         path = self.root / block_name(index, self.prefix)
+        deferred = self.fsync and self.defer_fsync
         write_block_atomic(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks,
-                           fsync=self.fsync)
+                           fsync=self.fsync and not deferred)
+        if deferred:
+            if self._sync_pool is None:
+                self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="split_dataset-fsync")
+            self._syncing.append(self._sync_pool.submit(fsync_file, path))
         if self.checksums:  # hashed on the pool while the next block is compressed
             self._sums[path.name] = pool().submit(sha256_file, path)
         return path
@@ -168,13 +182,26 @@ class BlockSink:
         """Record checksums computed elsewhere (by other processes, or found on disk)."""
         self._sums.update(sums)
 
+    def sync(self) -> None:
+        """Wait until every block written so far is on the disk (with ``defer_fsync``)."""
+        if self._syncing:
+            for future in self._syncing:
+                future.result()
+            self._syncing = []
+            fsync_dir(self.root)
+        if self._sync_pool is not None:
+            self._sync_pool.shutdown()
+            self._sync_pool = None
+
     def write_checksums(self) -> None:
         """Replace ``SHA256SUMS`` with the checksums of the blocks written so far."""
         if self.checksums:
+            self.sync()
             write_checksums(self.root, self.sums, fsync=self.fsync)
 
     def write_metadata(self, meta: Metadata | None = None) -> None:
-        """Replace ``stack_metadata.json`` atomically."""
+        """Replace ``stack_metadata.json`` atomically, once the blocks it describes are on the disk."""
+        self.sync()
         write_json_atomic(self.root / METADATA_FILENAME, (meta or self.meta).to_dict(), fsync=self.fsync)
 
 
@@ -308,7 +335,7 @@ def save(
                          attrs=attrs, chunks=chunks, units=units, frame_interval=frame_interval)
     root = Path(path)
     prepare_folder(root, overwrite)
-    sink = BlockSink(root, meta, codec, fsync=fsync)
+    sink = BlockSink(root, meta, codec, fsync=fsync, defer_fsync=True)
     for index, coords in enumerate(sink.grid.iter_coords()):
         block = np.asarray(data[sink.grid.block_slices(coords)])
         sink.write(index, block.astype(dtype, copy=False) if block.dtype != dtype else block)

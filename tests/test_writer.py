@@ -239,3 +239,19 @@ def test_acquisition_voxel_size_is_micrometres() -> None:
 
     ds = SplitDataset(LEGACY_CASES["acquisition__original"])
     assert ds.resolution == (1.0, 5.0, 0.6, 0.6) and ds.units == ("", "um", "um", "um")
+
+
+def test_save_flushes_every_block_before_the_metadata(tmp_path, monkeypatch) -> None:
+    from split_dataset import storage, writer
+
+    events: list[str] = []
+    real_fsync, real_json = writer.fsync_file, writer.write_json_atomic
+    monkeypatch.setattr(writer, "fsync_file", lambda p: (events.append(f"fsync {p.name}"), real_fsync(p))[1])
+    monkeypatch.setattr(writer, "write_json_atomic",
+                        lambda p, d, **kw: (events.append(f"write {p.name}"), real_json(p, d, **kw))[1])
+    arr = np.arange(10 * 4, dtype=np.uint16).reshape(10, 4)
+    ds = split_dataset.save(arr, tmp_path / "ds", (3,))  # fsync=True: blocks flushed in the background
+    assert sorted(e for e in events if e.startswith("fsync")) == [f"fsync {i:04d}.h5" for i in range(4)]
+    assert events[-1] == "write stack_metadata.json"
+    np.testing.assert_array_equal(ds[:], arr)
+    assert storage.read_checksums(ds.root).keys() == {f"{i:04d}.h5" for i in range(4)}
