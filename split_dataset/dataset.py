@@ -35,6 +35,8 @@ __all__ = ["SplitDataset", "open", "TruncatedDatasetWarning", "MissingBlocksWarn
 
 
 _MISS = object()
+#: HDF5 chunk cache per open block; blosc blocks are read around it (see storage.BlockHandle)
+_CHUNK_CACHE = 1 << 20
 _ALL = slice(None)
 _NP_INTS = frozenset(np.sctypeDict[k] for k in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
 
@@ -234,11 +236,8 @@ class SplitDataset:
     def _handle(self, index: int) -> Any:
         grid = self._grid
         return self._handles.get_or_open(
-            index, lambda: open_block(self._path(index), grid.coords(index), self._root, self._key, self._rdcc_nbytes())
+            index, lambda: open_block(self._path(index), grid.coords(index), self._root, self._key, _CHUNK_CACHE)
         )
-
-    def _rdcc_nbytes(self) -> int:
-        return 1 << 20
 
     def _read_into(self, buf: np.ndarray, indexer: Indexer) -> None:
         grid = self._grid

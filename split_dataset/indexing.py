@@ -52,7 +52,6 @@ class DimSelection:
     flip: bool = False
     values: np.ndarray | None = None
     take: np.ndarray | None = None
-    index_ndim: int = 1
 
     def project(self, grid: BlockGrid, axis: int) -> list[tuple[int, LocalSel, slice]]:
         """Blocks along `axis` that this selection touches: (block, in-block sel, buffer sel)."""
@@ -170,7 +169,7 @@ def _dim_from_array(arr: np.ndarray, n: int, axis: int) -> DimSelection:
         take = inverse.reshape(arr.shape)
     if take is None and arr.ndim != 1:
         take = np.arange(flat.size).reshape(arr.shape)
-    return DimSelection(_ARRAY, count=len(values), values=values, take=take, index_ndim=arr.ndim)
+    return DimSelection(_ARRAY, count=len(values), values=values, take=take)
 
 
 @dataclass(frozen=True)
@@ -280,14 +279,6 @@ class Indexer:
         return cls(
             tuple(dims), buffer_shape, tuple(lead + out_shape), tuple(items), move, outer, bool(n_ell)
         )
-
-    @property
-    def nbytes_buffer(self) -> int:
-        """Elements in the read buffer (before duplicates are expanded)."""
-        n = 1
-        for s in self.buffer_shape:
-            n *= s
-        return n
 
     def block_reads(self, grid: BlockGrid) -> Iterator[tuple[tuple[int, ...], tuple[LocalSel, ...], tuple[slice, ...]]]:
         """Yield ``(block coords, selection inside the block, selection in the buffer)``."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -41,7 +40,6 @@ __all__ = [
     "read_json",
     "write_json_atomic",
     "read_legacy_metadata",
-    "encode_block",
     "write_block_atomic",
     "write_bytes_atomic",
     "HandleCache",
@@ -194,10 +192,6 @@ def fsync_file(path: Path) -> None:
 
 def fsync_dir(path: Path) -> None:
     """Flush a folder's entries (renames) to the disk, where the platform allows it."""
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -232,7 +226,7 @@ def atomic_path(path: Path, *, fsync: bool = True) -> Iterator[Path]:
             pass
         raise
     if fsync:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def write_bytes_atomic(path: Path, data: bytes | memoryview, *, fsync: bool = True) -> None:
@@ -444,19 +438,6 @@ def _write_block_file(f: h5py.File, data: np.ndarray, key: str, codec: Codec, ch
     write = dset.id.write_direct_chunk
     for offset, payload in zip(offsets, pool().map(lambda o: _blosc.compress(_chunk_of(data, o, ch), *blosc), offsets)):
         write(offset, payload)
-
-
-def encode_block(
-    data: np.ndarray,
-    key: str,
-    codec: Codec,
-    chunks: tuple[int, ...] | None = None,
-) -> memoryview:
-    """One block file's bytes (in memory): `data` under `key` in the flammkuchen layout."""
-    bio = io.BytesIO()
-    with h5py.File(bio, "w", libver=("earliest", "v110")) as f:
-        _write_block_file(f, np.asarray(data), key, codec, chunks)
-    return bio.getbuffer()
 
 
 def write_block_atomic(

@@ -32,8 +32,9 @@ from .storage import (
 
 __all__ = ["save", "default_shape_block", "DEFAULT_COMPRESSION", "BlockSink"]
 
-#: The default codec: blosc with lz4 and byte shuffle. PyTables/flammkuchen read it,
-#: it compresses several times faster than the old blosclz level 9 for a similar ratio.
+#: The default codec: blosc with lz4 and byte shuffle. PyTables/flammkuchen read it; on noisy
+#: camera data it matches the old blosclz level 9 in size and speed, on dimmer data it is smaller
+#: and faster (measured: ratio 2.59 vs 2.48, 1.4x faster to write and read).
 DEFAULT_COMPRESSION = "blosc-lz4"
 #: Default block size in bytes, see :func:`default_shape_block`.
 DEFAULT_BLOCK_BYTES = 64 << 20
