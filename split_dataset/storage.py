@@ -83,6 +83,10 @@ def scan_block_files(root: Path) -> dict[str, dict[int, str]]:
 
 # ----------------------------------------------------------------------------- codecs
 
+#: HDF5 filter id of blosc (hdf5-blosc, PyTables, hdf5plugin), and blosc's shuffle codes.
+BLOSC_FILTER = 32001
+SHUFFLE_CODES = {"none": 0, "byte": 1, "bit": 2}
+
 
 @dataclass(frozen=True)
 class Codec:
@@ -106,7 +110,6 @@ class Codec:
     shuffle: str = "byte"
 
     _BLOSC_CNAMES = ("blosclz", "lz4", "lz4hc", "zlib", "zstd")
-    _SHUFFLES = {"none": 0, "byte": 1, "bit": 2}
 
     @classmethod
     def parse(cls, spec: Any) -> Codec:
@@ -135,8 +138,8 @@ class Codec:
             raise ValueError(f"unknown codec {self.name!r}; expected 'blosc', 'gzip' or 'none'")
         if self.name == "blosc" and self.cname not in self._BLOSC_CNAMES:
             raise ValueError(f"unknown blosc compressor {self.cname!r}; expected one of {self._BLOSC_CNAMES}")
-        if self.shuffle not in self._SHUFFLES:
-            raise ValueError(f"unknown shuffle {self.shuffle!r}; expected one of {tuple(self._SHUFFLES)}")
+        if self.shuffle not in SHUFFLE_CODES:
+            raise ValueError(f"unknown shuffle {self.shuffle!r}; expected one of {tuple(SHUFFLE_CODES)}")
         if not 0 <= int(self.clevel) <= 9:
             raise ValueError(f"compression level must be in 0..9, got {self.clevel!r}")
         return self
@@ -148,13 +151,13 @@ class Codec:
         if self.name == "gzip":
             return {"compression": "gzip", "compression_opts": int(self.clevel), "shuffle": self.shuffle != "none"}
         return dict(hdf5plugin.Blosc(cname=self.cname, clevel=int(self.clevel),  # type: ignore[arg-type]
-                                     shuffle=self._SHUFFLES[self.shuffle]))
+                                     shuffle=SHUFFLE_CODES[self.shuffle]))
 
     def blosc_args(self) -> tuple[str, int, int] | None:
         """(cname, clevel, shuffle) when chunks can be compressed outside HDF5, else None."""
         if self.name != "blosc" or not _blosc.available():
             return None
-        return self.cname, int(self.clevel), self._SHUFFLES[self.shuffle]
+        return self.cname, int(self.clevel), SHUFFLE_CODES[self.shuffle]
 
     def describe(self) -> dict[str, Any]:
         """JSON description, as recorded in ``stack_metadata.json``."""
@@ -518,7 +521,6 @@ def _open_readonly(path: Path, rdcc_nbytes: int = 1 << 20) -> h5py.File:
     return h5py.File(path, "r", locking=False, rdcc_nbytes=rdcc_nbytes)
 
 
-_BLOSC_FILTER = 32001
 _SCRATCH = threading.local()
 
 
@@ -562,7 +564,7 @@ class BlockHandle:
         if self.chunks is not None and self.dtype.isnative and _blosc.available():
             plist = dset.id.get_create_plist()
             filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-            self._blosc = filters == [_BLOSC_FILTER]
+            self._blosc = filters == [BLOSC_FILTER]
 
     def __iter__(self) -> Any:  # unpacks as (file, dataset)
         return iter((self.file, self.dset))

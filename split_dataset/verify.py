@@ -29,6 +29,8 @@ from .errors import CorruptBlockError, MetadataError, SplitDatasetError
 from .grid import BlockGrid
 from .metadata import Metadata
 from .storage import (
+    BLOSC_FILTER,
+    SHUFFLE_CODES,
     CHECKSUM_FILENAME,
     METADATA_FILENAME,
     open_block,
@@ -331,9 +333,8 @@ def _one_line(e: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- info
 
-_BLOSC_FILTER = 32001
-_BLOSC_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}
-_SHUFFLES = {0: "none", 1: "byte", 2: "bit"}
+_BLOSC_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}  # blosc's compressor codes
+_SHUFFLES = {code: name for name, code in SHUFFLE_CODES.items()}
 
 
 def block_codec(dset: Any) -> dict[str, Any]:
@@ -352,7 +353,7 @@ def block_codec(dset: Any) -> dict[str, Any]:
     filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
     codes = [f[0] for f in filters]
     for code, _flags, cd, _name in filters:
-        if code == _BLOSC_FILTER:
+        if code == BLOSC_FILTER:
             cd = tuple(cd)
             return {
                 "name": "blosc",
