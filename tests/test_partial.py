@@ -1,0 +1,231 @@
+"""Reads that decode only some blosc blocks of a chunk (``blosc_getitem``), against numpy.
+
+The default codec compresses each chunk as blosc blocks of 8 KiB, so a small window of
+a chunk (a trace through time) decodes only the blocks holding it. These tests use
+chunks of several blocks (tiny blocks on tiny arrays) so that every path is exercised:
+one block or several, uncompressible data that blosc stores as is, blocks out of
+order, corrupt offset tables, and the files other blosc writers produce.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import split_dataset
+from split_dataset import SplitDataset, _blosc, storage
+from split_dataset.errors import CorruptBlockError
+from split_dataset.storage import Codec
+
+SHAPE = (12, 3, 32, 40)  # 2560-byte uint16 planes
+TINY = Codec("blosc", "lz4", 5, "byte", 256)  # 10 blosc blocks per plane
+
+
+def _smooth(shape, dtype="uint16", seed=0):
+    """Compressible data (blosc compresses it, so frames are not stored as is)."""
+    rng = np.random.default_rng(seed)
+    base = np.add.outer(np.arange(shape[-2]), np.arange(shape[-1])) * 3
+    return (base + rng.integers(0, 20, shape)).astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    x = _smooth(SHAPE)
+    path = tmp_path_factory.mktemp("partial") / "ds"
+    split_dataset.save(x, path, (5,), compression=TINY, fsync=False).close()
+    return path, x
+
+
+def _frames(path: Path) -> list[bytes]:
+    """The raw blosc frame of every chunk of block 0."""
+    with h5py.File(path / "0000.h5", "r") as f:
+        dset = f[next(iter(f))]
+        return [dset.id.read_direct_chunk(dset.id.get_chunk_info(i).chunk_offset)[1]
+                for i in range(dset.id.get_num_chunks())]
+
+
+def test_default_codec_writes_unsplit_8k_blocks(tmp_path):
+    x = _smooth((2, 1, 128, 256))  # 64 KiB planes: 8 blocks each
+    split_dataset.save(x, tmp_path / "ds", fsync=False).close()
+    for frame in _frames(tmp_path / "ds"):
+        _, _, flags, typesize, nbytes, blocksize, cbytes = _blosc.HEADER.unpack_from(frame)
+        assert (typesize, nbytes, blocksize, cbytes) == (2, 65536, 8192, len(frame))
+        assert flags & 0x10  # blocks not split into byte streams
+
+
+def test_legacy_blosc_codec_keeps_blosc_defaults(tmp_path):
+    """'blosc' (the old default) after small-block writes still gets c-blosc's own layout."""
+    x = _smooth((2, 1, 128, 256))
+    split_dataset.save(x, tmp_path / "a", fsync=False).close()
+    split_dataset.save(x, tmp_path / "b", compression="blosc", fsync=False).close()
+    for frame in _frames(tmp_path / "b"):
+        _, _, flags, _, _, blocksize, _ = _blosc.HEADER.unpack_from(frame)
+        assert blocksize == 65536 and not flags & 0x10
+
+
+@settings(max_examples=150)
+@given(data=st.data())
+def test_windows_match_numpy(tiny, data):
+    path, x = tiny
+    ds = SplitDataset(path)
+    sel = []
+    for n in SHAPE:
+        kind = data.draw(st.sampled_from(["int", "window", "all"]))
+        if kind == "int":
+            sel.append(data.draw(st.integers(-n, n - 1)))
+        elif kind == "window":
+            a = data.draw(st.integers(0, n - 1))
+            sel.append(slice(a, data.draw(st.integers(a + 1, min(n, a + 9)))))
+        else:
+            sel.append(slice(None))
+    np.testing.assert_array_equal(ds[tuple(sel)], x[tuple(sel)])
+
+
+@pytest.mark.parametrize("sel", [
+    np.s_[:, 1, 5:13, 7:15],  # the 8x8 trace
+    np.s_[:, :, 31, 39],  # one pixel through time, every plane
+    np.s_[3:11, 2, 0:2, :],  # whole rows
+    np.s_[:, 0, 16:17, 0:1],
+    np.s_[4, 1, 2:6, 30:40],  # inside one block file, one chunk
+])
+def test_traces_match_numpy(tiny, sel):
+    path, x = tiny
+    with SplitDataset(path) as ds:
+        np.testing.assert_array_equal(ds[sel], x[sel])
+
+
+def test_trace_decodes_only_some_blocks(tiny, monkeypatch):
+    """The window is decoded with getitem, never by decompressing whole chunks."""
+    path, x = tiny
+    calls = {"getitem": 0, "decompress": 0}
+    getitem, decompress = _blosc.getitem_ptr, _blosc.decompress
+
+    def count_getitem(*a):
+        calls["getitem"] += 1
+        return getitem(*a)
+
+    def count_decompress(*a):
+        calls["decompress"] += 1
+        return decompress(*a)
+
+    monkeypatch.setattr(_blosc, "getitem_ptr", count_getitem)
+    monkeypatch.setattr(_blosc, "decompress", count_decompress)
+    with SplitDataset(path) as ds:
+        np.testing.assert_array_equal(ds[:, 1, 5:13, 7:15], x[:, 1, 5:13, 7:15])
+    assert calls == {"getitem": SHAPE[0], "decompress": 0}
+
+
+def test_blocks_out_of_order_fall_back_to_whole_chunks(tiny, monkeypatch):
+    path, x = tiny
+    monkeypatch.setattr(_blosc, "block_span", lambda *a: None)
+    with SplitDataset(path) as ds:
+        np.testing.assert_array_equal(ds[:, 1, 5:13, 7:15], x[:, 1, 5:13, 7:15])
+        np.testing.assert_array_equal(ds[4, 1, 2:6, 30:40], x[4, 1, 2:6, 30:40])
+
+
+def test_block_span_order_and_bounds():
+    table = struct.pack("<4I", 32, 50, 70, 90)
+    assert _blosc.block_span(memoryview(table), 1, 2, 100) == (50, 90)
+    assert _blosc.block_span(memoryview(table), 3, 3, 100) == (90, 100)
+    assert _blosc.block_span(memoryview(struct.pack("<4I", 32, 70, 50, 90)), 0, 2, 100) is None
+    with pytest.raises(_blosc.BloscError):
+        _blosc.block_span(memoryview(table), 3, 3, 80)  # a block past the frame's end
+    with pytest.raises(_blosc.BloscError):
+        _blosc.block_span(memoryview(struct.pack("<4I", 8, 50, 70, 90)), 0, 0, 100)  # inside the table
+
+
+def test_uncompressible_frames_read_in_part(tmp_path):
+    """Random bytes: blosc stores frames as is (flag 0x02); parts are read straight from disk."""
+    x = np.random.default_rng(3).integers(0, 256, (6, 2, 40, 64), dtype=np.uint8)
+    split_dataset.save(x, tmp_path / "ds", (4,), compression=TINY, fsync=False).close()
+    assert any(_blosc.HEADER.unpack_from(f)[2] & _blosc.MEMCPYED for f in _frames(tmp_path / "ds"))
+    with SplitDataset(tmp_path / "ds") as ds:
+        for sel in (np.s_[:, 1, 3:9, 10:20], np.s_[2, 0, 39, :], np.s_[:, :, 20, 5]):
+            np.testing.assert_array_equal(ds[sel], x[sel])
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "float32", "float64"])
+def test_other_dtypes(tmp_path, dtype):
+    x = _smooth((7, 2, 30, 33), dtype)
+    split_dataset.save(x, tmp_path / "ds", (3,), compression=TINY, fsync=False).close()
+    with SplitDataset(tmp_path / "ds") as ds:
+        for sel in (np.s_[:, 1, 3:9, 10:20], np.s_[:, :, 29, 32], np.s_[5, 0, 1:3, 2:30]):
+            np.testing.assert_array_equal(ds[sel], x[sel])
+
+
+def test_corrupt_offset_table_raises_corrupt_block(tmp_path):
+    x = _smooth((4, 1, 32, 40))
+    split_dataset.save(x, tmp_path / "ds", compression=TINY, fsync=False).close()
+    path = tmp_path / "ds" / "0000.h5"
+    with h5py.File(path, "r") as f:
+        info = f[next(iter(f))].id.get_chunk_info(2)
+    with open(path, "r+b") as fh:  # every block offset of chunk 2 past the frame's end
+        fh.seek(info.byte_offset + 16)
+        fh.write(b"\xff" * 40)
+    with SplitDataset(tmp_path / "ds") as ds:
+        np.testing.assert_array_equal(ds[:2, 0, 5:9, 3:7], x[:2, 0, 5:9, 3:7])
+        with pytest.raises(CorruptBlockError, match="0000.h5"):
+            ds[:, 0, 5:9, 3:7]
+
+
+def test_truncated_frame_header_raises_corrupt_block(tmp_path):
+    x = _smooth((4, 1, 32, 40))
+    split_dataset.save(x, tmp_path / "ds", compression=TINY, fsync=False).close()
+    path = tmp_path / "ds" / "0000.h5"
+    with h5py.File(path, "r") as f:
+        info = f[next(iter(f))].id.get_chunk_info(1)
+    with open(path, "r+b") as fh:  # the header claims another uncompressed size
+        fh.seek(info.byte_offset + 4)
+        fh.write(struct.pack("<I", 12345))
+    with SplitDataset(tmp_path / "ds") as ds, pytest.raises(CorruptBlockError):
+        ds[1, 0, 5:9, 3:7]
+
+
+def test_split_blocks_from_other_writers(tmp_path):
+    """Chunks HDF5's own blosc filter wrote (64 KiB split blocks) read in part too."""
+    x = _smooth((3, 1, 256, 300))
+    path = tmp_path / "ds"
+    split_dataset.save(x, path, compression="blosc-lz4", fsync=False).close()
+    import hdf5plugin
+
+    with h5py.File(path / "0000.h5", "r+") as f:
+        key = next(iter(f))
+        del f[key]
+        f.create_dataset(key, data=x, chunks=(1, 1, 256, 300), **hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=1))
+    with SplitDataset(path) as ds:
+        handle = ds._handle(0)
+        np.testing.assert_array_equal(ds[:, 0, 200:208, 5:13], x[:, 0, 200:208, 5:13])
+        np.testing.assert_array_equal(ds[1, 0, 2:4, 290:300], x[1, 0, 2:4, 290:300])
+        assert handle._nblocks >= 2  # 150 KiB planes in blocks of 64 KiB or more
+
+
+def test_large_frames_read_by_other_tools(tmp_path):
+    """Multi-block chunks of the default codec load with h5py, flammkuchen and PyTables."""
+    import flammkuchen as fl
+    import tables
+
+    x = _smooth((3, 2, 100, 130))
+    ds = split_dataset.save(x, tmp_path / "ds", (2,), fsync=False)
+    ds.close()
+    for idx, sl in ds.slices():
+        path = str(ds.files[idx])
+        with h5py.File(path, "r") as f:
+            np.testing.assert_array_equal(f["stack_4D"][:], x[sl])
+        np.testing.assert_array_equal(fl.load(path)["stack_4D"], x[sl])
+        with tables.open_file(path, "r") as h:
+            np.testing.assert_array_equal(h.get_node("/stack_4D")[:, 1, 40:48], x[sl][:, 1, 40:48])
+
+
+def test_thread_buffers_are_reused(tiny):
+    path, _ = tiny
+    with SplitDataset(path) as ds:
+        ds[:, 1, 5:13, 7:15]
+        bufs = storage._part_buffers(ds._handle(0)._nbytes, np.dtype("uint16"))
+        ds[:, 2, 1:3, 7:15]
+        assert storage._part_buffers(ds._handle(0)._nbytes, np.dtype("uint16"))[0] is bufs[0]
