@@ -276,6 +276,7 @@ def save(
     frame_interval: float | None = None,
     overwrite: bool = False,
     fsync: bool = True,
+    checksums: bool = True,
 ) -> SplitDataset:
     """Write an array as a split dataset, block by block, and open it.
 
@@ -305,6 +306,9 @@ def save(
         axes), so reading one frame decodes only that frame.
     fsync
         Flush each file to the disk before renaming it into place (crash safety).
+    checksums
+        Record each block file's SHA-256 in ``SHA256SUMS`` (``sha256sum -c`` format),
+        which ``split-dataset verify`` checks.
 
     Returns
     -------
@@ -336,7 +340,7 @@ def save(
                          attrs=attrs, chunks=chunks, units=units, frame_interval=frame_interval)
     root = Path(path)
     prepare_folder(root, overwrite)
-    sink = BlockSink(root, meta, codec, fsync=fsync, defer_fsync=True)
+    sink = BlockSink(root, meta, codec, fsync=fsync, checksums=checksums, defer_fsync=True)
     for index, coords in enumerate(sink.grid.iter_coords()):
         block = np.asarray(data[sink.grid.block_slices(coords)])
         sink.write(index, block.astype(dtype, copy=False) if block.dtype != dtype else block)
