@@ -38,7 +38,7 @@ _FORWARD_COMPAT_SPLIT, _NEVER_SPLIT = 4, 2  # blosc_set_splitmode values (c-blos
 _split_mode: int | None = None  # last value this module set
 #: a frame's header: version, versionlz, flags, typesize, nbytes, blocksize, cbytes
 HEADER = struct.Struct("<BBBBIII")
-_OFFSETS = struct.Struct("<I")
+OFFSET = struct.Struct("<I")
 
 
 class BloscError(RuntimeError):
@@ -112,6 +112,11 @@ def decompress(frame: bytes, out: np.ndarray) -> None:
         raise BloscError(f"blosc could not decompress a chunk (code {n})")
 
 
+def getitem_function() -> Any:
+    """``blosc_getitem(frame address, start, nitems, out address) -> bytes decoded`` (ctypes), or None."""
+    return _LIB.blosc_getitem if _LIB is not None else None
+
+
 def getitem_ptr(frame: int, start: int, nitems: int, out: int, itemsize: int) -> None:
     """Decode items ``[start, start + nitems)`` of the blosc frame at address `frame` into
     memory at address `out` (room for `nitems` items of `itemsize` bytes).
@@ -132,7 +137,7 @@ def block_span(table: memoryview, first: int, last: int, cbytes: int) -> tuple[i
     outside the frame.
     """
     n = len(table) >> 2
-    unpack = _OFFSETS.unpack_from
+    unpack = OFFSET.unpack_from
     span = [unpack(table, 4 * k)[0] for k in range(first, min(last + 2, n))]
     if last + 1 >= n:
         span.append(cbytes)

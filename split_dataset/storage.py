@@ -13,6 +13,7 @@ import json
 import mmap
 import os
 import re
+import struct
 import threading
 import uuid
 from collections import OrderedDict
@@ -576,6 +577,9 @@ else:  # pragma: no cover  (macOS before 11)
         return len(data)
 
 
+_LIB_GETITEM = _blosc.getitem_function()
+
+
 class BlockHandle:
     """An open block file and its array, with the fast read path chosen once.
 
@@ -721,11 +725,11 @@ class BlockHandle:
                 for job in jobs:
                     self._decode(job, buf)
             return
-        # one batch per core; this thread decodes the last batch itself
-        n = min(len(jobs), POOL_THREADS)
-        batches = [jobs[i::n] for i in range(n)]
-        futures = [pool().submit(self._decode_all, b, buf) for b in batches[1:]]
-        self._decode_all(batches[0], buf)
+        # the pool's threads and this one take the next chunk from one queue until none is left,
+        # so a thread that wakes up late takes fewer (a list iterator is safe across threads)
+        queue = iter(jobs)
+        futures = [pool().submit(self._decode_all, queue, buf) for _ in range(min(len(jobs), POOL_THREADS) - 1)]
+        self._decode_all(queue, buf)
         for f in futures:
             f.result()
 
@@ -743,10 +747,12 @@ class BlockHandle:
         view, ptr, row = memoryview(rows).cast("B"), rows.ctypes.data, n * itemsize
         index = self._index
         assert index is not None
-        for i, offset in enumerate(itertools.product(*([e[0] for e in axis] for axis in per_axis))):
-            entry = index.get(offset)
+        offsets = list(itertools.product(*([e[0] for e in axis] for axis in per_axis)))
+        entries = [index.get(offset) for offset in offsets]
+        for i in self._rows_batch(entries, lo, hi, ptr, row):
+            entry = entries[i]
             if entry is None or not self._items_into(entry, lo, hi, view[i * row:(i + 1) * row], ptr + i * row):
-                rows[i] = self._whole(offset).reshape(-1)[lo:hi]
+                rows[i] = self._whole(offsets[i]).reshape(-1)[lo:hi]
         shape, strides, step = [], [], row
         for k in reversed(range(len(per_axis))):
             if counts[k] > 1:
@@ -758,6 +764,56 @@ class BlockHandle:
                 strides.append(self._bstrides[k])
         region = buf[tuple(slice(axis[0][2].start, axis[-1][2].stop) for axis in per_axis)]
         region[...] = np.ndarray(tuple(reversed(shape)), self.dtype, rows, 0, tuple(reversed(strides)))
+
+    def _rows_batch(self, entries: list[tuple[int, int, int] | None], lo: int, hi: int, dest: int, row: int
+                    ) -> list[int]:
+        """Decode items ``lo..hi`` of many chunks, chunk i to address ``dest + i * row``, as
+        :meth:`_items_into` does one, with less said per chunk when the items lie in one
+        blosc block; returns the chunks left for :meth:`_items_into` (an unexpected
+        header, a frame stored as is, items across blocks: it decodes them or says what
+        is wrong)."""
+        nblocks, nbytes, itemsize = self._nblocks, self._nbytes, self.dtype.itemsize
+        if nblocks < 2 or self._fd is None:
+            return list(range(len(entries)))
+        fd, table = self._fd, 16 + 4 * nblocks
+        frame, view, _, _, base, _ = _part_buffers(nbytes, self.dtype)
+        header, n, getitem, preadv = _blosc.HEADER.unpack_from, hi - lo, _LIB_GETITEM, os.preadv
+        left: list[int] = []
+        blocksize = 0
+        for i, entry in enumerate(entries):
+            if entry is None or entry[2] & 1 or not table <= entry[1] <= len(frame):
+                left.append(i)
+                continue
+            addr, size, _ = entry
+            if preadv(fd, (view[:table],), addr) != table:
+                left.append(i)
+                continue
+            _, _, flags, _, total, bsize, cbytes = header(frame)
+            if not blocksize:  # the blocks holding the items: the same in every chunk of this size
+                if bsize <= 0 or -(-nbytes // bsize) != nblocks:
+                    return list(range(len(entries)))
+                blocksize, first, last = bsize, lo * itemsize // bsize, (hi * itemsize - 1) // bsize
+                tail = last + 1 >= nblocks  # the items reach the frame's last block, which ends at its end
+                offsets = struct.Struct(f"<{last - first + 1 + (not tail)}I").unpack_from
+            if total != nbytes or cbytes != size or bsize != blocksize or flags & _blosc.MEMCPYED:
+                left.append(i)  # unusual: the careful path decodes it or says what is wrong
+                continue
+            span = offsets(frame, 16 + 4 * first)
+            if tail:
+                span += (size,)
+            a = table - 1
+            for b in span:  # stored in order, inside the frame
+                if b <= a or b > size:
+                    break
+                a = b
+            else:
+                a, b = span[0], span[-1]
+                if a < b and _pread_into(fd, view[a:b], addr + a) == b - a:
+                    if getitem(base, lo, n, dest + i * row) == n * itemsize:
+                        continue
+                    raise _blosc.BloscError(f"blosc could not decode items {lo}..{hi} of the chunk at byte {addr}")
+            left.append(i)
+        return sorted(left)
 
     def _whole(self, offset: tuple[int, ...]) -> np.ndarray:
         """The decoded chunk at `offset` (in a per-thread buffer)."""
@@ -786,7 +842,7 @@ class BlockHandle:
         blocksize = nbytes / self._nblocks
         return (span // blocksize + 2) * blocksize * 2 <= nbytes
 
-    def _decode_all(self, jobs: list[Any], buf: np.ndarray) -> None:
+    def _decode_all(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
         for job in jobs:
             self._decode(job, buf)
 

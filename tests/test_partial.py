@@ -104,18 +104,17 @@ def test_trace_decodes_only_some_blocks(tiny, monkeypatch):
     """The window is decoded with getitem, never by decompressing whole chunks."""
     path, x = tiny
     calls = {"getitem": 0, "decompress": 0}
-    getitem, decompress = _blosc.getitem_ptr, _blosc.decompress
+    getitem, getitem_ptr, decompress = storage._LIB_GETITEM, _blosc.getitem_ptr, _blosc.decompress
 
-    def count_getitem(*a):
-        calls["getitem"] += 1
-        return getitem(*a)
+    def count(name, fn):
+        def counted(*a):
+            calls[name] += 1
+            return fn(*a)
+        return counted
 
-    def count_decompress(*a):
-        calls["decompress"] += 1
-        return decompress(*a)
-
-    monkeypatch.setattr(_blosc, "getitem_ptr", count_getitem)
-    monkeypatch.setattr(_blosc, "decompress", count_decompress)
+    monkeypatch.setattr(storage, "_LIB_GETITEM", count("getitem", getitem))
+    monkeypatch.setattr(_blosc, "getitem_ptr", count("getitem", getitem_ptr))
+    monkeypatch.setattr(_blosc, "decompress", count("decompress", decompress))
     with SplitDataset(path) as ds:
         np.testing.assert_array_equal(ds[:, 1, 5:13, 7:15], x[:, 1, 5:13, 7:15])
     assert calls == {"getitem": SHAPE[0], "decompress": 0}
