@@ -515,6 +515,50 @@ def pool() -> ThreadPoolExecutor:
 # ----------------------------------------------------------------------------- reading blocks
 
 
+def run_shared(work: Any, items: list[Any], *args: Any) -> None:
+    """``work(iterator, *args)`` on this thread and on up to ``POOL_THREADS - 1`` pool threads,
+    all taking items from one iterator until it is empty.
+
+    This thread starts at once and never waits for a pool thread that has not started by
+    the time the items run out: on a VM, waking an idle thread can take longer than
+    decoding a few chunks, so a small read is then done by this thread alone. A list
+    iterator hands each item to exactly one thread. The first exception is raised here.
+    """
+    queue = iter(items)
+    helpers = min(len(items), POOL_THREADS) - 1
+    if helpers <= 0:
+        work(queue, *args)
+        return
+    cond = threading.Condition()
+    state: dict[str, Any] = {"closed": False, "active": 0, "error": None}
+
+    def helper() -> None:
+        with cond:
+            if state["closed"]:
+                return
+            state["active"] += 1
+        try:
+            work(queue, *args)
+        except BaseException as e:  # noqa: BLE001  (handed to the calling thread)
+            state["error"] = state["error"] or e
+        finally:
+            with cond:
+                state["active"] -= 1
+                cond.notify_all()
+
+    for _ in range(helpers):
+        pool().submit(helper)
+    try:
+        work(queue, *args)
+    finally:
+        with cond:
+            state["closed"] = True
+            while state["active"]:
+                cond.wait()
+    if state["error"] is not None:
+        raise state["error"]
+
+
 def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
     """The block's array: `preferred`, else ``stack_{N}D``/``stack``, else the one dataset named ``stack*``."""
     candidates = [preferred] if preferred else []
@@ -725,13 +769,7 @@ class BlockHandle:
                 for job in jobs:
                     self._decode(job, buf)
             return
-        # the pool's threads and this one take the next chunk from one queue until none is left,
-        # so a thread that wakes up late takes fewer (a list iterator is safe across threads)
-        queue = iter(jobs)
-        futures = [pool().submit(self._decode_all, queue, buf) for _ in range(min(len(jobs), POOL_THREADS) - 1)]
-        self._decode_all(queue, buf)
-        for f in futures:
-            f.result()
+        run_shared(self._decode_all, jobs, buf)
 
     def _decode_rows(self, per_axis: list[list[Any]], buf: np.ndarray) -> None:
         """Decode the same part of many chunks that are one item deep on the axes they

@@ -228,3 +228,61 @@ def test_thread_buffers_are_reused(tiny):
         bufs = storage._part_buffers(ds._handle(0)._nbytes, np.dtype("uint16"))
         ds[:, 2, 1:3, 7:15]
         assert storage._part_buffers(ds._handle(0)._nbytes, np.dtype("uint16"))[0] is bufs[0]
+
+
+# ----------------------------------------------------------------------------- the shared work queue
+
+
+def test_run_shared_processes_every_item_once(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(storage, "POOL_THREADS", 3)
+    seen: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def work(queue, tag):
+        for item in queue:
+            with lock:
+                seen.append((item, threading.current_thread().name))
+
+    for n in (0, 1, 2, 50):
+        seen.clear()
+        storage.run_shared(work, list(range(n)), "x")
+        assert sorted(i for i, _ in seen) == list(range(n))
+
+
+def test_run_shared_raises_a_helpers_error(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(storage, "POOL_THREADS", 2)
+    started = threading.Event()
+
+    def work(queue):
+        if threading.current_thread() is threading.main_thread():
+            assert started.wait(5)  # let the helper take an item first
+            for _ in queue:
+                pass
+            return
+        started.set()
+        for item in queue:
+            raise ValueError(f"item {item}")
+
+    with pytest.raises(ValueError, match="item"):
+        storage.run_shared(work, list(range(10)))
+
+
+def test_run_shared_does_not_wait_for_helpers_that_never_start(monkeypatch):
+    """The caller finishes the items alone when the pool is busy elsewhere."""
+    import threading
+
+    monkeypatch.setattr(storage, "POOL_THREADS", 2)
+    release = threading.Event()
+    blockers = [storage.pool().submit(release.wait, 5) for _ in range(storage._pool_threads() + 2)]
+    try:
+        done: list[int] = []
+        storage.run_shared(lambda q: done.extend(q), list(range(20)))
+        assert done == list(range(20))
+    finally:
+        release.set()
+        for b in blockers:
+            b.result()
