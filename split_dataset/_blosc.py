@@ -112,6 +112,17 @@ def decompress(frame: bytes, out: np.ndarray) -> None:
         raise BloscError(f"blosc could not decompress a chunk (code {n})")
 
 
+def decompress_ptr(frame: int, head: bytes | memoryview, size: int, out: np.ndarray) -> None:
+    """Decompress the blosc frame of `size` bytes at address `frame` (whose first 16 bytes
+    are `head`) into the C-contiguous array `out` of exactly its size."""
+    _, _, _, _, nbytes, _, cbytes = HEADER.unpack_from(head)
+    if nbytes != out.nbytes or cbytes != size:
+        raise BloscError(f"blosc frame header says {nbytes} bytes from {cbytes}; expected {out.nbytes} from {size}")
+    n = _LIB.blosc_decompress_ctx(frame, out.ctypes.data, nbytes, 1)
+    if n != nbytes:
+        raise BloscError(f"blosc could not decompress a chunk (code {n})")
+
+
 def getitem_function() -> Any:
     """``blosc_getitem(frame address, start, nitems, out address) -> bytes decoded`` (ctypes), or None."""
     return _LIB.blosc_getitem if _LIB is not None else None

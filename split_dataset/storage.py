@@ -705,11 +705,14 @@ class BlockHandle:
             hi = sum((s.stop - 1) * st for s, st in zip(inside, self._strides)) + 1
             if self._decode_part(entry, lo, hi, part):
                 return part
+        if whole:
+            chunk = np.empty(chunks, self.dtype)
+            if self._decompress_into(tuple(offset), chunk):
+                return chunk
         mask, raw = self._raw_chunk(tuple(offset))
         if mask & 1:
             return np.frombuffer(raw, self.dtype).reshape(chunks)[inside].copy()
         if whole:
-            chunk = np.empty(chunks, self.dtype)
             _blosc.decompress(raw, chunk)
             return chunk
         chunk = _scratch(chunks, self.dtype)  # part of a chunk: decode into reused memory, copy the part
@@ -732,6 +735,23 @@ class BlockHandle:
         except (AttributeError, RuntimeError, OSError):  # old HDF5 without chunk_iter: ask per chunk
             index = {}
         self._index = index
+
+    def _decompress_into(self, offset: tuple[int, ...], target: np.ndarray) -> bool:
+        """Decode the whole chunk at `offset` into the C-contiguous `target`, reading it into a
+        reused per-thread buffer (no allocation per chunk); False, having done nothing, for a
+        chunk without an index entry or stored without the filter."""
+        entry = self._index.get(offset) if self._index else None
+        if entry is None or self._fd is None or entry[2] & 1:
+            return False
+        addr, size, _ = entry
+        nbytes = self._nbytes
+        frame, view, _, _, ptr, _ = _part_buffers(nbytes, self.dtype)
+        if not 16 <= size <= len(frame):
+            return False
+        if _pread_into(self._fd, view[:size], addr) != size:
+            raise _blosc.BloscError(f"chunk at byte {addr} is cut short")
+        _blosc.decompress_ptr(ptr, view[:16], size, target)
+        return True
 
     def _raw_chunk(self, offset: tuple[int, ...]) -> tuple[int, bytes]:
         entry = self._index.get(offset) if self._index else None  # type: ignore[union-attr]
@@ -855,10 +875,12 @@ class BlockHandle:
 
     def _whole(self, offset: tuple[int, ...]) -> np.ndarray:
         """The decoded chunk at `offset` (in a per-thread buffer)."""
+        chunk = _scratch(self.chunks, self.dtype)  # type: ignore[arg-type]
+        if self._decompress_into(offset, chunk):
+            return chunk
         mask, raw = self._raw_chunk(offset)
         if mask & 1:  # stored without the filter (HDF5 does that for incompressible chunks)
             return np.frombuffer(raw, self.dtype).reshape(self.chunks)  # type: ignore[arg-type]
-        chunk = _scratch(self.chunks, self.dtype)  # type: ignore[arg-type]
         _blosc.decompress(raw, chunk)
         return chunk
 
@@ -893,6 +915,8 @@ class BlockHandle:
                                                        target):
                 return
         elif target.flags.c_contiguous:
+            if self._decompress_into(offset, target):  # the whole chunk, straight into the output
+                return
             mask, raw = self._raw_chunk(offset)
             if not mask & 1:
                 _blosc.decompress(raw, target)  # the whole chunk, straight into the output
