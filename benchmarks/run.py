@@ -475,6 +475,10 @@ def make_notes(
         f"is bigger than a chunk cache (HDF5 default {cache_mib:g} MiB per open dataset, used by the h5py peers).",
         f"Threads: library defaults on {os.cpu_count()} CPUs (zarr decodes chunks concurrently in a thread pool; "
         "HDF5 decodes in the calling thread).",
+        "Codec: the peers use 1.x's blosc compressor, level, shuffle and chunk shape, but blosc's automatic "
+        "block size (64 KiB or more, split by byte): HDF5's blosc filter takes no block size, and zarr's "
+        "c-blosc uses small blocks only unsplit, which is a process-wide switch; 1.x writes 8 KiB blocks, "
+        "which only its partial-chunk reads (traces) use.",
         "Write: the whole array to a new folder/file, into the page cache (os.sync() before each repetition, outside "
         "the timing), interleaved like the reads with an untimed first round; 1.x save() defaults to fsync=True, "
         "the peers do not fsync ('new nofsync' is 1.x without it). 0.4.4 runs its reads and writes in its own "

@@ -99,17 +99,19 @@ def _run_h5py(frames: np.ndarray, n: int, per_file: int, root: Path) -> dict[str
 
 def _run_bound(frames: np.ndarray, n: int, per_file: int, root: Path) -> dict[str, Any]:
     from split_dataset import _blosc
-    from split_dataset.storage import _chunk_grid, _chunk_of, default_chunks, pool
+    from split_dataset.storage import Codec, _chunk_grid, _chunk_of, default_chunks, pool
 
     frame = frames.shape[1:]
     block = np.empty((per_file,) + frame, frames.dtype)
     chunks = default_chunks(block.shape, frames.itemsize)
     offsets = _chunk_grid(block.shape, chunks)
+    args = Codec.parse("blosc-lz4").blosc_args(chunks[-1] * frames.itemsize)  # the writer's codec, block size too
+    assert args is not None
     t0 = time.perf_counter()
     for i in range(n):
         block[i % per_file] = frames[i % len(frames)]
         if i % per_file == per_file - 1 or i == n - 1:
-            for _ in pool().map(lambda o: _blosc.compress(_chunk_of(block, o, chunks), "lz4", 5, 1), offsets):
+            for _ in pool().map(lambda o: _blosc.compress(_chunk_of(block, o, chunks), *args), offsets):
                 pass
     return {"seconds": time.perf_counter() - t0}
 

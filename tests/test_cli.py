@@ -100,7 +100,7 @@ def test_info_json_and_text(tmp_path, capsys) -> None:
     assert (d["shape"], d["dtype"], d["shape_block"], d["n_blocks"]) == ([23, 3, 16, 16], "uint16", [5, 3, 16, 16], 5)
     assert d["bytes_on_disk"] == on_disk and d["nbytes"] == X.nbytes
     assert d["compression_ratio"] == pytest.approx(X.nbytes / on_disk, rel=1e-3)
-    assert d["codec"] == {"name": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "byte", "blocksize": 8192}
+    assert d["codec"] == {"name": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "byte", "blocksize": "rows"}
     assert d["resolution"] == [0.5, 5.0, 0.6, 0.6] and d["units"] == ["s", "um", "um", "um"]
     assert (d["frame_interval"], d["frame_rate"], d["axis_order"]) == (0.5, 2.0, "tzyx")
     assert d["attrs"] == META["attrs"] and d["complete"] is True and d["checksums"] is True

@@ -59,6 +59,25 @@ def test_default_codec_writes_unsplit_8k_blocks(tmp_path):
         assert flags & 0x10  # blocks not split into byte streams
 
 
+def test_default_codec_uses_16k_blocks_for_wide_rows(tmp_path):
+    x = _smooth((2, 1, 64, 1024))  # 2 KiB rows
+    split_dataset.save(x, tmp_path / "ds", fsync=False).close()
+    for frame in _frames(tmp_path / "ds"):
+        assert _blosc.HEADER.unpack_from(frame)[5] == 16384
+    with SplitDataset(tmp_path / "ds") as ds:
+        np.testing.assert_array_equal(ds[:, 0, 30:38, 500:508], x[:, 0, 30:38, 500:508])
+        assert ds.metadata["compression"]["blocksize"] == "rows"
+
+
+def test_codec_blocksize_values():
+    assert Codec.parse({"name": "blosc", "cname": "lz4", "blocksize": "rows"}).block_bytes(100) == 8192
+    assert Codec.parse({"name": "blosc", "cname": "zstd", "blocksize": 4096}).block_bytes(10**6) == 4096
+    assert Codec.parse("blosc").block_bytes(512) == 0
+    for bad in (-1, 64, "big", 1.5):
+        with pytest.raises(ValueError, match="blocksize"):
+            Codec.parse({"name": "blosc", "cname": "lz4", "blocksize": bad})
+
+
 def test_legacy_blosc_codec_keeps_blosc_defaults(tmp_path):
     """'blosc' (the old default) after small-block writes still gets c-blosc's own layout."""
     x = _smooth((2, 1, 128, 256))
@@ -158,32 +177,35 @@ def test_other_dtypes(tmp_path, dtype):
             np.testing.assert_array_equal(ds[sel], x[sel])
 
 
-def test_corrupt_offset_table_raises_corrupt_block(tmp_path):
+def _damaged(tmp_path: Path, chunk: int, at: int, data: bytes) -> tuple[Path, np.ndarray]:
+    """A dataset whose block 0 has `data` written `at` bytes into the frame of `chunk`."""
     x = _smooth((4, 1, 32, 40))
     split_dataset.save(x, tmp_path / "ds", compression=TINY, fsync=False).close()
     path = tmp_path / "ds" / "0000.h5"
     with h5py.File(path, "r") as f:
-        info = f[next(iter(f))].id.get_chunk_info(2)
-    with open(path, "r+b") as fh:  # every block offset of chunk 2 past the frame's end
-        fh.seek(info.byte_offset + 16)
-        fh.write(b"\xff" * 40)
-    with SplitDataset(tmp_path / "ds") as ds:
+        info = f[next(iter(f))].id.get_chunk_info(chunk)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + at)
+        fh.write(data)
+    return tmp_path / "ds", x
+
+
+def test_corrupt_offset_table_raises_corrupt_block(tmp_path):
+    root, x = _damaged(tmp_path, 2, 16, b"\xff" * 40)  # every block offset of chunk 2 past the frame's end
+    with SplitDataset(root) as ds:
         np.testing.assert_array_equal(ds[:2, 0, 5:9, 3:7], x[:2, 0, 5:9, 3:7])
         with pytest.raises(CorruptBlockError, match="0000.h5"):
             ds[:, 0, 5:9, 3:7]
+        with pytest.raises(CorruptBlockError, match="0000.h5"):
+            ds[2, 0, 5:9, 3:7]
 
 
-def test_truncated_frame_header_raises_corrupt_block(tmp_path):
-    x = _smooth((4, 1, 32, 40))
-    split_dataset.save(x, tmp_path / "ds", compression=TINY, fsync=False).close()
-    path = tmp_path / "ds" / "0000.h5"
-    with h5py.File(path, "r") as f:
-        info = f[next(iter(f))].id.get_chunk_info(1)
-    with open(path, "r+b") as fh:  # the header claims another uncompressed size
-        fh.seek(info.byte_offset + 4)
-        fh.write(struct.pack("<I", 12345))
-    with SplitDataset(tmp_path / "ds") as ds, pytest.raises(CorruptBlockError):
-        ds[1, 0, 5:9, 3:7]
+def test_wrong_frame_header_raises_corrupt_block(tmp_path):
+    root, x = _damaged(tmp_path, 1, 4, struct.pack("<I", 12345))  # another uncompressed size
+    with SplitDataset(root) as ds:
+        for sel in (np.s_[1, 0, 5:9, 3:7], np.s_[:, 0, 5:9, 3:7], np.s_[1, 0]):
+            with pytest.raises(CorruptBlockError):
+                ds[sel]
 
 
 def test_split_blocks_from_other_writers(tmp_path):
