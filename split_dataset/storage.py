@@ -7,9 +7,11 @@ flammkuchen/PyTables layout (FORMAT.md): one array under ``stack``/``stack_{N}D`
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
+import math
 import mmap
 import os
 import re
@@ -637,6 +639,12 @@ else:  # pragma: no cover  (macOS before 11)
 _LIB_GETITEM = _blosc.getitem_function()
 
 
+@functools.lru_cache(maxsize=64)
+def _offsets_struct(n: int) -> struct.Struct:
+    """Unpacks `n` consecutive blosc block offsets (little-endian uint32)."""
+    return struct.Struct(f"<{n}I")
+
+
 class BlockHandle:
     """An open block file and its array, with the fast read path chosen once.
 
@@ -789,20 +797,20 @@ class BlockHandle:
                              a * st, (b - 1) * st))
             span += max(j[5] - j[4] for j in axis)
             per_axis.append(axis)
-        jobs = list(itertools.product(*per_axis))
-        if len(jobs) == 1:
-            self._decode(jobs[0], buf)
+        first = tuple(axis[0] for axis in per_axis)
+        if all(len(axis) == 1 for axis in per_axis):
+            self._decode(first, buf)
             return
-        if self._fd is not None and self._parts_pay(span * self.dtype.itemsize, jobs[0]):
+        if self._fd is not None and self._parts_pay(span * self.dtype.itemsize, first):
             # small parts of many chunks (a trace through time): a few µs of decoding each, less
             # than handing work between threads costs (measured: two threads took twice as long)
             if all(len(axis) == 1 or c == 1 for axis, c in zip(per_axis, chunks)):
                 self._decode_rows(per_axis, buf)
             else:
-                for job in jobs:
+                for job in itertools.product(*per_axis):
                     self._decode(job, buf)
             return
-        run_shared(self._decode_all, jobs, buf)
+        run_shared(self._decode_all, list(itertools.product(*per_axis)), buf)
 
     def _decode_rows(self, per_axis: list[list[Any]], buf: np.ndarray) -> None:
         """Decode the same part of many chunks that are one item deep on the axes they
@@ -813,7 +821,7 @@ class BlockHandle:
         hi = sum(e[5] for e in first) + 1
         n = hi - lo
         counts = [len(axis) for axis in per_axis]
-        rows = np.empty((int(np.prod(counts)), n), self.dtype)
+        rows = np.empty((math.prod(counts), n), self.dtype)
         itemsize = self.dtype.itemsize
         view, ptr, row = memoryview(rows).cast("B"), rows.ctypes.data, n * itemsize
         index = self._index
@@ -865,7 +873,7 @@ class BlockHandle:
                     return list(range(len(entries)))
                 blocksize, first, last = bsize, lo * itemsize // bsize, (hi * itemsize - 1) // bsize
                 tail = last + 1 >= nblocks  # the items reach the frame's last block, which ends at its end
-                offsets = struct.Struct(f"<{last - first + 1 + (not tail)}I").unpack_from
+                offsets = _offsets_struct(last - first + 1 + (not tail)).unpack_from
             if total != nbytes or cbytes != size or bsize != blocksize or flags & _blosc.MEMCPYED:
                 left.append(i)  # unusual: the careful path decodes it or says what is wrong
                 continue
