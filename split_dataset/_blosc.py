@@ -61,12 +61,11 @@ def _load() -> Any:
     decomp.restype = ctypes.c_int
     lib.blosc_getitem.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
     lib.blosc_getitem.restype = ctypes.c_int
-    if not hasattr(lib, "blosc_set_splitmode"):  # c-blosc < 1.17: only automatic blocks
-        lib.blosc_set_splitmode = None
     return lib
 
 
 _LIB = _load()
+_SET_SPLIT = getattr(_LIB, "blosc_set_splitmode", None)  # absent before c-blosc 1.17: automatic blocks only
 
 
 def available() -> bool:
@@ -76,8 +75,8 @@ def available() -> bool:
 
 def _set_split(mode: int) -> None:
     global _split_mode
-    if _split_mode != mode and _LIB.blosc_set_splitmode is not None:
-        _LIB.blosc_set_splitmode(mode)
+    if _split_mode != mode and _SET_SPLIT is not None:
+        _SET_SPLIT(mode)
         _split_mode = mode
 
 

@@ -927,7 +927,9 @@ class BlockHandle:
         for job in jobs:
             self._decode(job, buf)
 
-    def _decode(self, job: tuple[tuple[int, slice, slice, bool], ...], buf: np.ndarray) -> None:
+    def _decode(self, job: tuple[tuple[Any, ...], ...], buf: np.ndarray) -> None:
+        """Decode one chunk's part of a read; `job` holds per axis (chunk offset, slice in the chunk,
+        slice in `buf`, whole-axis flag, first and last item offsets in the chunk)."""
         offset = tuple(j[0] for j in job)
         target = buf[tuple(j[2] for j in job)]
         if not all(j[3] for j in job):
