@@ -8,7 +8,7 @@ filter writes. Measured here on 128 KiB uint16 planes: 49 µs to decompress agai
 125 µs for numcodecs' Blosc, which is why this is not numcodecs.
 
 Small blocks: a blosc frame is a sequence of independently compressed blocks with a
-table of their offsets, so :func:`getitem` decodes only the blocks holding the wanted
+table of their offsets, so :func:`getitem_ptr` decodes only the blocks holding the wanted
 items. c-blosc 1.x "splits" lz4 and blosclz blocks into one stream per byte of the
 item and then never uses blocks under 64 KiB; :func:`compress` with a `blocksize`
 therefore asks for unsplit blocks. That switch is a process-wide setting of c-blosc

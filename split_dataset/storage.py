@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import math
-import mmap
 import os
 import re
 import struct
@@ -295,19 +294,13 @@ CHECKSUM_FILENAME = "SHA256SUMS"
 
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
-        if os.fstat(f.fileno()).st_size:
-            try:  # hashing the mapped pages skips a copy of the file (about 10 % of the time)
-                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                    return hashlib.sha256(m).hexdigest()
-            except (OSError, ValueError):  # pragma: no cover  (file systems that cannot map)
-                pass
-        h = hashlib.sha256()
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
         while n := f.readinto(buf):
             h.update(view[:n])
-        return h.hexdigest()
+    return h.hexdigest()
 
 
 def read_checksums(root: Path) -> dict[str, str] | None:
@@ -512,7 +505,6 @@ def _pool_threads() -> int:
 
 
 POOL_THREADS = _pool_threads()
-
 
 
 def pool() -> ThreadPoolExecutor:
