@@ -77,6 +77,7 @@ def save_dask(
     frame_interval: float | None = None,
     overwrite: bool = False,
     fsync: bool = True,
+    checksums: bool = True,
     compute: bool = True,
 ) -> SplitDataset | Any:
     """Compute a dask array and write it as a split dataset, one task per block file.
@@ -109,7 +110,7 @@ def save_dask(
     root = Path(path)
     prepare_folder(root, overwrite)
     root = root.resolve()  # workers may run elsewhere
-    sink = BlockSink(root, meta, codec, fsync=fsync)
+    sink = BlockSink(root, meta, codec, fsync=fsync, checksums=checksums)
     blocks = x.rechunk(meta.shape_block).to_delayed()
     write = dask.delayed(_write_block, pure=False)
     tasks = [write(sink, sink.grid.linear(coords), blocks[coords]) for coords in sink.grid.iter_coords()]

@@ -328,7 +328,7 @@ def save(
 
         return save_dask(data, path, shape_block, compression=compression, resolution=resolution,  # type: ignore[no-any-return]
                          axis_order=axis_order, attrs=attrs, chunks=chunks, units=units,
-                         frame_interval=frame_interval, overwrite=overwrite, fsync=fsync)
+                         frame_interval=frame_interval, overwrite=overwrite, fsync=fsync, checksums=checksums)
     if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
         data = np.asarray(data)
     dtype = _check_dtype(data.dtype)

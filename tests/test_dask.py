@@ -93,6 +93,14 @@ def test_save_dask_rechunks_and_writes_metadata_last(tmp_path) -> None:
     assert split_dataset.save(regular, tmp_path / "reg").shape_block == (3, 4)  # its own chunks
 
 
+@pytest.mark.parametrize("checksums", [True, False])
+def test_save_of_a_dask_array_follows_checksums(tmp_path, checksums) -> None:
+    x = da.arange(40, chunks=10).reshape(20, 2).astype(np.uint16)
+    ds = split_dataset.save(x, tmp_path / "ds", fsync=False, checksums=checksums)
+    assert (ds.root / "SHA256SUMS").exists() is checksums
+    np.testing.assert_array_equal(ds[:], np.arange(40).reshape(20, 2))
+
+
 def _fail_on_block_2(block, block_info=None):
     if block_info[0]["chunk-location"][0] == 2:
         raise RuntimeError("task failed")
