@@ -99,21 +99,14 @@ def compress(chunk: np.ndarray, cname: str, clevel: int, shuffle: int, blocksize
 
 def decompress(frame: bytes, out: np.ndarray) -> None:
     """Decompress one blosc frame into the C-contiguous array `out` of exactly its size."""
-    # header: version, versionlz, flags, typesize, nbytes (u32 LE), blocksize, cbytes
     if len(frame) < _MAX_OVERHEAD:
         raise BloscError(f"a blosc frame has at least 16 bytes, this chunk has {len(frame)}")
-    nbytes = int.from_bytes(frame[4:8], "little")
-    cbytes = int.from_bytes(frame[12:16], "little")
-    if nbytes != out.nbytes or cbytes != len(frame):
-        raise BloscError(f"blosc frame header says {nbytes} bytes from {cbytes}; expected {out.nbytes} from {len(frame)}")
-    n = _LIB.blosc_decompress_ctx(frame, out.ctypes.data, nbytes, 1)
-    if n != nbytes:
-        raise BloscError(f"blosc could not decompress a chunk (code {n})")
+    decompress_ptr(frame, frame, len(frame), out)  # ctypes passes bytes as a pointer to their buffer
 
 
-def decompress_ptr(frame: int, head: bytes | memoryview, size: int, out: np.ndarray) -> None:
-    """Decompress the blosc frame of `size` bytes at address `frame` (whose first 16 bytes
-    are `head`) into the C-contiguous array `out` of exactly its size."""
+def decompress_ptr(frame: int | bytes, head: bytes | memoryview, size: int, out: np.ndarray) -> None:
+    """Decompress the blosc frame of `size` bytes at address `frame` (or in the bytes `frame`),
+    whose first 16 bytes are `head`, into the C-contiguous array `out` of exactly its size."""
     _, _, _, _, nbytes, _, cbytes = HEADER.unpack_from(head)
     if nbytes != out.nbytes or cbytes != size:
         raise BloscError(f"blosc frame header says {nbytes} bytes from {cbytes}; expected {out.nbytes} from {size}")

@@ -719,18 +719,8 @@ class BlockHandle:
             if self._decode_part(entry, lo, hi, part):
                 return part
         if whole:
-            chunk = np.empty(chunks, self.dtype)
-            if self._decompress_into(tuple(offset), chunk):
-                return chunk
-        mask, raw = self._raw_chunk(tuple(offset))
-        if mask & 1:
-            return np.frombuffer(raw, self.dtype).reshape(chunks)[inside].copy()
-        if whole:
-            _blosc.decompress(raw, chunk)
-            return chunk
-        chunk = _scratch(chunks, self.dtype)  # part of a chunk: decode into reused memory, copy the part
-        _blosc.decompress(raw, chunk)
-        return chunk[inside].copy()
+            return self._whole(tuple(offset), np.empty(chunks, self.dtype))
+        return self._whole(tuple(offset))[inside].copy()  # decoded into reused memory; the part copied out
 
     def read(self, local: tuple[Any, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
         """Read ``dset[local]`` into ``buf[out]``."""
@@ -886,16 +876,21 @@ class BlockHandle:
             left.append(i)
         return sorted(left)
 
-    def _whole(self, offset: tuple[int, ...]) -> np.ndarray:
-        """The decoded chunk at `offset` (in a per-thread buffer)."""
-        chunk = _scratch(self.chunks, self.dtype)  # type: ignore[arg-type]
+    def _whole(self, offset: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """The decoded chunk at `offset`: in `out` (C-contiguous, the chunk's shape) if given,
+        else in a per-thread buffer (or a read-only view of the stored bytes)."""
+        chunk = _scratch(self.chunks, self.dtype) if out is None else out  # type: ignore[arg-type]
         if self._decompress_into(offset, chunk):
             return chunk
         mask, raw = self._raw_chunk(offset)
-        if mask & 1:  # stored without the filter (HDF5 does that for incompressible chunks)
-            return np.frombuffer(raw, self.dtype).reshape(self.chunks)  # type: ignore[arg-type]
-        _blosc.decompress(raw, chunk)
-        return chunk
+        if not mask & 1:
+            _blosc.decompress(raw, chunk)
+            return chunk
+        stored = np.frombuffer(raw, self.dtype).reshape(self.chunks)  # type: ignore[arg-type]
+        if out is None:  # stored without the filter (HDF5 does that for incompressible chunks)
+            return stored
+        out[...] = stored
+        return out
 
     def _parts_pay(self, span: int, job: Any) -> bool:
         """Whether decoding `span` bytes of each chunk from its own blosc blocks decodes less
@@ -930,13 +925,7 @@ class BlockHandle:
                                                        target):
                 return
         elif target.flags.c_contiguous:
-            if self._decompress_into(offset, target):  # the whole chunk, straight into the output
-                return
-            mask, raw = self._raw_chunk(offset)
-            if not mask & 1:
-                _blosc.decompress(raw, target)  # the whole chunk, straight into the output
-                return
-            target[...] = np.frombuffer(raw, self.dtype).reshape(target.shape)
+            self._whole(offset, target)  # the whole chunk, straight into the output
             return
         target[...] = self._whole(offset)[tuple(j[1] for j in job)]
 
