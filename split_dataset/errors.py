@@ -19,6 +19,9 @@ __all__ = [
     "CorruptBlockError",
     "BlockMismatchError",
     "UnsafeDatasetError",
+    "WriteError",
+    "DiskFullError",
+    "WriterLockedError",
 ]
 
 
@@ -68,3 +71,23 @@ class CorruptBlockError(SplitDatasetError, OSError):
 
 class BlockMismatchError(SplitDatasetError, ValueError):
     """A block holds an array of another shape or dtype than the metadata says."""
+
+
+class WriteError(SplitDatasetError, OSError):
+    """Writing a block failed. ``frames_safe`` frames are on disk and readable."""
+
+    def __init__(self, message: str, frames_safe: int, err: int | None = None) -> None:
+        super().__init__(err, message) if err is not None else super().__init__(message)
+        self.frames_safe = frames_safe
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DiskFullError(WriteError):
+    """No space left for the next block (errno ENOSPC)."""
+
+
+class WriterLockedError(SplitDatasetError, FileExistsError):
+    """A live writer holds the dataset folder (its lock file is held)."""

@@ -23,34 +23,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .dataset import SplitDataset
-from .errors import SplitDatasetError
+from .errors import DiskFullError, WriteError, WriterLockedError
+from .locks import LOCK_FILENAME
 from .metadata import Metadata
 from .storage import METADATA_FILENAME, Codec, append_checksum, block_name, read_checksums, write_checksums
 from .writer import DEFAULT_COMPRESSION, BlockSink, _check_dtype, make_metadata, prepare_folder
 
 __all__ = ["SplitDatasetWriter", "WriteError", "DiskFullError", "WriterLockedError"]
 
-LOCK_FILENAME = ".split_dataset.writer.lock"
-
-
-class WriteError(SplitDatasetError, OSError):
-    """Writing a block failed. ``frames_safe`` frames are on disk and readable."""
-
-    def __init__(self, message: str, frames_safe: int, err: int | None = None) -> None:
-        super().__init__(err, message) if err is not None else super().__init__(message)
-        self.frames_safe = frames_safe
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class DiskFullError(WriteError):
-    """No space left for the next block (errno ENOSPC)."""
-
-
-class WriterLockedError(SplitDatasetError, FileExistsError):
-    """Another writer holds the dataset."""
 
 
 _OPEN_WRITERS: weakref.WeakSet[SplitDatasetWriter] = weakref.WeakSet()
