@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
@@ -48,16 +49,61 @@ _OWN_KEYS = (
 )
 
 
-def default_axis_order(ndim: int) -> str:
+def default_axis_order(ndim: int, time: bool = False) -> str:
     """Axis letters for an array of `ndim` dimensions: ``tzyx`` for 4-D, ``yx`` for 2-D.
+
+    With ``time=True`` (axis 0 is time, as a ``frame_interval`` says) the letters start
+    with ``t``: ``tyx`` for a stack of 2-D frames, ``tzyx`` for one of volumes.
 
     Examples
     --------
-    >>> default_axis_order(4), default_axis_order(2)
-    ('tzyx', 'yx')
+    >>> default_axis_order(4), default_axis_order(3), default_axis_order(2)
+    ('tzyx', 'zyx', 'yx')
+    >>> default_axis_order(3, time=True), default_axis_order(2, time=True)
+    ('tyx', 'tx')
     """
     known = {1: "x", 2: "yx", 3: "zyx", 4: "tzyx", 5: "tczyx"}
-    return known.get(ndim) or "".join(chr(ord("a") + i) for i in range(ndim))
+    letters = known.get(ndim) or "".join(chr(ord("a") + i) for i in range(ndim))
+    if not time or letters.startswith("t") or ndim < 1:
+        return letters
+    rest = known.get(ndim - 1) if ndim - 1 in known and ndim - 1 < 4 else None
+    return "t" + (rest if rest is not None else "".join(chr(ord("a") + i) for i in range(ndim - 1)))
+
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` for error messages: bounded length and depth, safe on huge integers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict, self.maxstring, self.maxother = 3, 8, 6, 60, 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:
+            return f"<an integer of {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return repr(x)
+
+    def repr_float(self, x: float, level: int) -> str:
+        return repr(x)
+
+
+_SHORT = _ShortRepr()
+
+
+def _show(value: Any) -> str:
+    """A short, always printable description of a (possibly malformed) JSON value."""
+    try:
+        if isinstance(value, bool):
+            return repr(value)
+        if isinstance(value, numbers.Integral):
+            return _SHORT.repr_int(int(value), 0)
+        text = _SHORT.repr(value)
+    except Exception:  # a value whose repr fails: name its type only
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+#: Integers in the metadata beyond this are taken to be corrupt (no axis is this long).
+_MAX_INT = 2**62
 
 
 def _parse_int(value: Any, what: str, *, minimum: int) -> int:
@@ -66,41 +112,97 @@ def _parse_int(value: Any, what: str, *, minimum: int) -> int:
     if isinstance(value, numbers.Integral):
         out = int(value)
     elif isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        if abs(float(value)) > _MAX_INT:
+            raise MetadataError(f"{what} must be an integer below 2**62, got {_show(value)}")
         out = int(float(value))
     else:
-        raise MetadataError(f"{what} must be an integer, got {value!r}")
+        raise MetadataError(f"{what} must be an integer, got {_show(value)}")
+    if abs(out) > _MAX_INT:
+        raise MetadataError(f"{what} must be an integer below 2**62, got {_show(out)}")
     if out < minimum:
         raise MetadataError(f"{what} must be >= {minimum}, got {out}")
     return out
 
 
+def _is_list(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
+
+
 def _parse_shape(value: Any, what: str, *, minimum: int, ndim: int | None = None) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise MetadataError(f"{what} must be a list of integers, got {value!r}")
+    if not _is_list(value):
+        raise MetadataError(f"{what} must be a list of integers, got {_show(value)}")
     if len(value) > MAX_NDIM:
         raise MetadataError(f"{what} has {len(value)} dimensions; at most {MAX_NDIM} are supported")
     if ndim is not None and len(value) != ndim:
-        raise MetadataError(f"{what} must have {ndim} entries, got {len(value)}: {list(value)!r}")
+        raise MetadataError(f"{what} must have {ndim} entries, got {len(value)}: {_show(list(value))}")
     return tuple(_parse_int(v, f"{what}[{i}]", minimum=minimum) for i, v in enumerate(value))
 
 
 def _parse_floats(value: Any, what: str) -> tuple[float, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise MetadataError(f"{what} must be a list of numbers, got {value!r}")
+    if not _is_list(value):
+        raise MetadataError(f"{what} must be a list of numbers, got {_show(value)}")
+    if len(value) > MAX_NDIM:
+        raise MetadataError(f"{what} has {len(value)} entries; at most {MAX_NDIM} are supported")
     out = []
     for i, v in enumerate(value):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-            raise MetadataError(f"{what}[{i}] must be a number, got {v!r}")
-        out.append(float(v))
+            raise MetadataError(f"{what}[{i}] must be a number, got {_show(v)}")
+        try:
+            f = float(v)
+        except (OverflowError, ValueError):
+            f = math.inf
+        if not math.isfinite(f) or f < 0:
+            raise MetadataError(f"{what}[{i}] must be a finite number >= 0, got {_show(v)}")
+        out.append(f)
     return tuple(out)
 
 
 def _parse_padding(value: Any, ndim: int) -> tuple[int, ...]:
     if value is None:
         return (0,) * ndim
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
         return (_parse_int(value, "padding", minimum=0),) * ndim
     return _parse_shape(value, "padding", minimum=0, ndim=ndim)
+
+
+def _given(value: Any) -> bool:
+    """Whether an optional per-axis field holds something (None and empty lists do not)."""
+    if value is None:
+        return False
+    if _is_list(value):
+        return len(value) > 0
+    return True
+
+
+def _parse_dtype(value: Any, size: int) -> np.dtype:
+    if not isinstance(value, (str, np.dtype, type)):
+        raise MetadataError(f"dtype must be a numpy type string like '<u2', got {_show(value)}")
+    if isinstance(value, str) and len(value) > 200:
+        raise MetadataError(f"dtype {_show(value)} is not a numpy dtype")
+    try:
+        dt = np.dtype(value)
+    except Exception as e:  # numpy raises TypeError, ValueError, SyntaxError... on junk
+        raise MetadataError(f"dtype {_show(value)} is not a numpy dtype") from e
+    if dt.hasobject:
+        raise MetadataError(f"dtype {dt} holds Python objects; refused")
+    if dt.itemsize == 0 or dt.subdtype is not None:
+        raise MetadataError(f"dtype {_show(value)} cannot be the element type of an array ({dt.itemsize} bytes"
+                            f"{', a sub-array' if dt.subdtype is not None else ''})")
+    if size * dt.itemsize > MAX_SIZE:
+        raise MetadataError(f"dtype {dt}: {size} elements of {dt.itemsize} bytes is impossibly large")
+    return dt
+
+
+def _parse_interval(value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise MetadataError(f"frame_interval must be a positive number of seconds, got {_show(value)}")
+    try:
+        f = float(value)
+    except (OverflowError, ValueError):
+        f = math.inf
+    if not (math.isfinite(f) and f > 0 and math.isfinite(1.0 / f)):
+        raise MetadataError(f"frame_interval must be a positive number of seconds, got {_show(value)}")
+    return f
 
 
 def _fit_resolution(values: tuple[float, ...], ndim: int) -> tuple[float, ...]:
@@ -130,7 +232,7 @@ def migrate_legacy(raw: Mapping[str, Any]) -> dict[str, Any]:
         d["shape_block"] = d.pop("block_size")
     if "resolution" not in d and "voxel_size" in d:
         d["resolution"] = d["voxel_size"]
-        if "units" not in d and isinstance(d["voxel_size"], (list, tuple)) and "shape_full" in d:
+        if "units" not in d and _is_list(d["voxel_size"]) and _is_list(d.get("shape_full")):
             n, k = len(d["shape_full"]), len(d["voxel_size"])
             d["units"] = [""] * (n - k) + ["um"] * k if 0 < k <= n else []  # sashimi's voxel_size is in µm
     if "crop" in d and "crop_start" not in d:
@@ -199,17 +301,17 @@ class Metadata:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ndim = len(self.shape)
+        shape = _parse_shape(self.shape, "shape_full", minimum=0)
+        ndim = len(shape)
         if ndim == 0:
             raise MetadataError("shape_full must have at least one dimension, got []")
-        shape = _parse_shape(self.shape, "shape_full", minimum=0)
         block = _parse_shape(self.shape_block, "shape_block", minimum=1, ndim=ndim)
         set_ = object.__setattr__
         set_(self, "shape", shape)
         set_(self, "shape_block", block)
-        set_(self, "padding", _parse_padding(self.padding if self.padding != () else None, ndim))
+        set_(self, "padding", _parse_padding(self.padding if _given(self.padding) else None, ndim))
         if math.prod(shape) > MAX_SIZE:
-            raise MetadataError(f"shape_full {list(shape)} is impossibly large")
+            raise MetadataError(f"shape_full {_show(list(shape))} is impossibly large")
         for i, (p, b) in enumerate(zip(self.padding, block)):
             if p and p >= b * 2**20:
                 raise MetadataError(f"padding[{i}]={p} is impossible for blocks of {b}")
@@ -218,44 +320,52 @@ class Metadata:
         n_blocks = math.prod(grid_shape(shape, block, self.padding))
         if n_blocks > MAX_BLOCKS:
             raise MetadataError(
-                f"shape_full {list(shape)} in blocks of {list(block)} makes {n_blocks} block files; "
-                f"more than {MAX_BLOCKS} is taken to be corrupt metadata"
+                f"shape_full {_show(list(shape))} in blocks of {_show(list(block))} makes {n_blocks} block "
+                f"files; more than {MAX_BLOCKS} is taken to be corrupt metadata"
             )
         if self.dtype is not None:
-            try:
-                dt = np.dtype(self.dtype)
-            except TypeError as e:
-                raise MetadataError(f"dtype {self.dtype!r} is not a numpy dtype") from e
-            if dt.hasobject:
-                raise MetadataError(f"dtype {dt} holds Python objects; refused")
-            set_(self, "dtype", dt)
-        res = _parse_floats(self.resolution, "resolution") if self.resolution != () else ()
+            set_(self, "dtype", _parse_dtype(self.dtype, math.prod(shape)))
+        res = _parse_floats(self.resolution, "resolution") if _given(self.resolution) else ()
         set_(self, "resolution", _fit_resolution(res, ndim) if res else (1.0,) * ndim)
-        order = self.axis_order if isinstance(self.axis_order, str) else ""
-        set_(self, "axis_order", order if len(order) == ndim else default_axis_order(ndim))
+        interval = self.frame_interval
+        if interval is not None:
+            set_(self, "frame_interval", _parse_interval(interval))
+        order = self.axis_order
+        if order is None:
+            order = ""
+        if not isinstance(order, str):
+            raise MetadataError(f"axis_order must be a string of one letter per axis, got {_show(order)}")
+        timed = self.frame_interval is not None
+        if len(order) != ndim or (timed and order == default_axis_order(ndim) != default_axis_order(ndim, True)):
+            # old writers wrote "zyx" for every rank but 4, and the first 1.x writers labelled
+            # stacks of 2-D frames "zyx" even with a frame interval (which says axis 0 is time)
+            order = default_axis_order(ndim, time=timed)
+        set_(self, "axis_order", order)
         for name in ("crop_start", "crop_end"):
             val = getattr(self, name)
             try:
-                parsed = _parse_shape(val, name, minimum=0, ndim=ndim) if val != () else (0,) * ndim
+                parsed = _parse_shape(val, name, minimum=0, ndim=ndim) if _given(val) else (0,) * ndim
             except MetadataError:
                 parsed = (0,) * ndim  # informative only: the array is stored already cropped
             set_(self, name, parsed)
-        units = self.units
-        if isinstance(units, str) or not isinstance(units, (tuple, list)):
-            raise MetadataError(f"units must be a list of strings (one per axis), got {units!r}")
+        units = self.units if self.units is not None else ()
+        if not _is_list(units):
+            raise MetadataError(f"units must be a list of strings (one per axis), got {_show(units)}")
         if units and (len(units) != ndim or not all(isinstance(u, str) for u in units)):
-            raise MetadataError(f"units must have {ndim} strings (one per axis), got {list(units)!r}")
+            raise MetadataError(f"units must have {ndim} strings (one per axis), got {_show(list(units))}")
         set_(self, "units", tuple(units) if units else ("",) * ndim)
-        if self.frame_interval is not None and not (
-            isinstance(self.frame_interval, numbers.Real) and math.isfinite(self.frame_interval) and self.frame_interval > 0
-        ):
-            raise MetadataError(f"frame_interval must be a positive number of seconds, got {self.frame_interval!r}")
         if self.chunks is not None:
             set_(self, "chunks", _parse_shape(self.chunks, "chunks", minimum=1, ndim=ndim))
-        if self.data_key is not None and not isinstance(self.data_key, str):
-            raise MetadataError(f"data_key must be a string, got {self.data_key!r}")
+        if self.data_key is not None and not (isinstance(self.data_key, str) and self.data_key.strip("/")):
+            raise MetadataError(f"data_key must be the name of a dataset, got {_show(self.data_key)}")
+        if self.compression is not None and not isinstance(self.compression, (str, Mapping)):
+            raise MetadataError(f"compression must be a JSON object describing the codec, got {_show(self.compression)}")
         if not isinstance(self.attrs, Mapping):
-            raise MetadataError(f"attrs must be a JSON object, got {self.attrs!r}")
+            raise MetadataError(f"attrs must be a JSON object, got {_show(self.attrs)}")
+        if self.complete is not None and not isinstance(self.complete, (bool, np.bool_)):
+            raise MetadataError(f"complete must be true, false or null, got {_show(self.complete)}")
+        if not isinstance(self.extra, Mapping):
+            raise MetadataError(f"extra must be a mapping, got {_show(self.extra)}")
 
     @property
     def ndim(self) -> int:
@@ -278,23 +388,26 @@ class Metadata:
         d = migrate_legacy(raw)
         for key in ("shape_full", "shape_block"):
             if key not in d:
-                raise MetadataError(f"metadata has no {key!r}; keys found: {sorted(d)}")
+                raise MetadataError(f"metadata has no {key!r}; keys found: {_show(sorted(map(str, d)))}")
         complete = d.get("complete")
-        interval = d.get("frame_interval")
+        if isinstance(complete, int) and not isinstance(complete, bool) and complete in (0, 1):
+            complete = bool(complete)  # written by tools without a boolean type
+        attrs = d.get("attrs")
+        units = d.get("units")
         return cls(
             shape=d["shape_full"],
             shape_block=d["shape_block"],
-            padding=d.get("padding", ()) if d.get("padding") is not None else (),
+            padding=d.get("padding") if d.get("padding") is not None else (),
             dtype=d.get("dtype"),
-            resolution=d.get("resolution") or (),
-            axis_order=d.get("axis_order") or "",
+            resolution=d.get("resolution") if d.get("resolution") is not None else (),
+            axis_order=d.get("axis_order") if d.get("axis_order") is not None else "",
             data_key=d.get("data_key"),
             compression=d.get("compression"),
             chunks=d.get("chunks"),
-            attrs=dict(d.get("attrs") or {}),
-            complete=bool(complete) if complete is not None else None,
-            units=tuple(d.get("units") or ()),
-            frame_interval=float(interval) if isinstance(interval, numbers.Real) else None,
+            attrs=dict(attrs) if isinstance(attrs, Mapping) else ({} if attrs is None else attrs),
+            complete=complete,
+            units=tuple(units) if _is_list(units) else (() if units is None else units),
+            frame_interval=d.get("frame_interval"),
             crop_start=d.get("crop_start") or (),
             crop_end=d.get("crop_end") or (),
             extra={k: v for k, v in raw.items() if k not in _CLASSIC_KEYS + _OWN_KEYS},

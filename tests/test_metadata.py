@@ -106,3 +106,142 @@ def test_grid_linear_coords_and_ownership() -> None:
     for i in range(2):
         covered[padded.block_start(0, i):padded.owned_stop(0, i)] += 1
     assert (covered == 1).all()
+
+
+# ----------------------------------------------------------------------------- malformed values
+
+HUGE = 10**5000  # more digits than Python converts to a string by default
+BASE = {"shape_full": [6, 4], "shape_block": [3, 4]}
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"shape_full": [HUGE, 4]}, r"shape_full\[0\] must be an integer below 2\*\*62, got <an integer of 5001 digits>"),
+        ({"shape_full": [-HUGE, 4]}, r"shape_full\[0\]"),
+        ({"shape_block": [HUGE, 4]}, r"shape_block\[0\]"),
+        ({"shape_full": [1e308, 4]}, r"shape_full\[0\]"),
+        ({"shape_full": [float("nan"), 4]}, "must be an integer, got nan"),
+        ({"shape_full": [float("inf"), 4]}, "must be an integer, got inf"),
+        ({"shape_full": [6.5, 4]}, "must be an integer"),
+        ({"shape_full": [False, 4]}, "must be an integer"),
+        ({"shape_full": 6}, "list of integers"),
+        ({"shape_full": {"a": 1}}, "list of integers"),
+        ({"shape_full": [[6], 4]}, "must be an integer"),
+        ({"shape_full": [None, 4]}, "must be an integer"),
+        ({"shape_full": [2**61, 2**61], "shape_block": [2**61, 2**61]}, "impossibly large"),
+        ({"shape_full": [2**30, 2**20], "shape_block": [1, 1]}, "corrupt metadata"),
+        ({"shape_full": [1] * 10**5, "shape_block": [1] * 10**5}, "at most 32"),
+        ({"padding": HUGE}, "padding must be an integer below"),
+        ({"padding": [HUGE, 0]}, r"padding\[0\]"),
+        ({"padding": [1e300, 0]}, r"padding\[0\]"),
+        ({"padding": [-1, 0]}, r"padding\[0\] must be >= 0"),
+        ({"padding": True}, "padding must be a list of integers"),
+        ({"padding": "0"}, "padding must be a list of integers"),
+        ({"resolution": [HUGE, 1]}, r"resolution\[0\] must be a finite number"),
+        ({"resolution": [float("nan"), 1]}, r"resolution\[0\] must be a finite number"),
+        ({"resolution": [1, float("-inf")]}, r"resolution\[1\] must be a finite number"),
+        ({"resolution": [-0.5, 1]}, r"resolution\[0\] must be a finite number >= 0"),
+        ({"resolution": [True, 1]}, r"resolution\[0\] must be a number"),
+        ({"resolution": 5}, "resolution must be a list of numbers"),
+        ({"resolution": {"z": 5}}, "resolution must be a list of numbers"),
+        ({"voxel_size": 5}, "resolution must be a list of numbers"),
+        ({"units": 5}, "units must be a list of strings"),
+        ({"units": "um"}, "units must be a list of strings"),
+        ({"units": [1, 2]}, "units must have 2 strings"),
+        ({"frame_interval": HUGE}, "frame_interval must be a positive number"),
+        ({"frame_interval": "0.5"}, "frame_interval must be a positive number"),
+        ({"frame_interval": True}, "frame_interval must be a positive number"),
+        ({"frame_interval": 0}, "frame_interval must be a positive number"),
+        ({"frame_interval": -1}, "frame_interval must be a positive number"),
+        ({"frame_interval": float("nan")}, "frame_interval must be a positive number"),
+        ({"frame_interval": 1e-320}, "frame_interval must be a positive number"),  # 1 / it overflows
+        ({"attrs": [1]}, "attrs must be a JSON object"),
+        ({"attrs": "ab"}, "attrs must be a JSON object"),
+        ({"attrs": 5}, "attrs must be a JSON object"),
+        ({"dtype": 5}, "dtype must be a numpy type string"),
+        ({"dtype": [["a", "<i4"]]}, "dtype must be a numpy type string"),
+        ({"dtype": {"names": ["a"]}}, "dtype must be a numpy type string"),
+        ({"dtype": "(1000000000,)i8"}, "not a numpy dtype"),
+        ({"dtype": "(2,)u2"}, "sub-array"),
+        ({"dtype": "V0"}, "0 bytes"),
+        ({"dtype": "S0"}, "0 bytes"),
+        ({"dtype": "i4" * 3000}, "not a numpy dtype"),
+        ({"dtype": "[[[["}, "not a numpy dtype"),
+        ({"shape_full": [2**31, 2**29], "shape_block": [2**31, 2**29], "dtype": "S1000"}, "impossibly large"),
+        ({"chunks": 5}, "chunks must be a list of integers"),
+        ({"chunks": [HUGE, 4]}, r"chunks\[0\]"),
+        ({"chunks": [0, 4]}, r"chunks\[0\] must be >= 1"),
+        ({"complete": "no"}, "complete must be true, false or null"),
+        ({"complete": [True]}, "complete must be true, false or null"),
+        ({"axis_order": 5}, "axis_order must be a string"),
+        ({"axis_order": ["t", "x"]}, "axis_order must be a string"),
+        ({"data_key": 5}, "data_key must be the name of a dataset"),
+        ({"data_key": "/"}, "data_key must be the name of a dataset"),
+        ({"compression": [1, 2]}, "compression must be a JSON object"),
+        ({"compression": HUGE}, "compression must be a JSON object"),
+    ],
+)
+def test_malformed_values_raise_metadata_error(changes, match) -> None:
+    with pytest.raises(MetadataError, match=match) as info:
+        Metadata.from_dict({**BASE, **changes})
+    assert len(str(info.value)) < 400  # never the 5000 digits, never a whole nested value
+
+
+def test_malformed_values_that_are_only_informative_are_ignored() -> None:
+    m = Metadata.from_dict({**BASE, "crop_start": HUGE, "crop_end": [[1], "x"], "complete": 1, "padding": 0.0})
+    assert m.crop_start == m.crop_end == (0, 0) and m.complete is True and m.padding == (0, 0)
+
+
+def test_keys_found_are_listed_briefly() -> None:
+    with pytest.raises(MetadataError, match="no 'shape_block'") as info:
+        Metadata.from_dict({"shape_full": [1], **{f"k{i}": i for i in range(10_000)}})
+    assert len(str(info.value)) < 400
+
+
+def test_deeply_nested_values_are_shown_briefly() -> None:
+    deep: list = []
+    for _ in range(900):
+        deep = [deep]
+    for key in ("shape_full", "resolution", "units", "attrs", "compression"):
+        with pytest.raises(MetadataError) as info:
+            Metadata.from_dict({**BASE, key: deep} if key != "units" else {**BASE, key: [deep, deep]})
+        assert len(str(info.value)) < 400
+    assert Metadata.from_dict({**BASE, "attrs": {"deep": deep}}).attrs["deep"] is deep  # attrs may nest
+
+
+# ----------------------------------------------------------------------------- axis order and time
+
+
+@pytest.mark.parametrize("ndim, order", [(1, "t"), (2, "tx"), (3, "tyx"), (4, "tzyx"), (5, "tczyx"), (6, "tabcde")])
+def test_default_axis_order_with_time(ndim, order) -> None:
+    assert default_axis_order(ndim, time=True) == order
+
+
+@pytest.mark.parametrize("shape, order", [((0, 32, 32), "tyx"), ((5, 8, 32, 32), "tzyx"), ((7, 3), "tx")])
+def test_a_frame_interval_makes_axis_0_time(shape, order) -> None:
+    m = Metadata(shape, (1,) + shape[1:], frame_interval=0.5)
+    assert m.axis_order == order
+    assert Metadata.from_dict(m.to_dict()) == m
+    assert Metadata(shape, (1,) + shape[1:]).axis_order == default_axis_order(len(shape))  # no interval: as before
+
+
+def test_the_first_writers_zyx_label_with_a_frame_interval_reads_as_tyx() -> None:
+    raw = {"shape_full": [10, 32, 32], "shape_block": [5, 32, 32], "axis_order": "zyx", "frame_interval": 0.1}
+    assert Metadata.from_dict(raw).axis_order == "tyx"
+    assert Metadata.from_dict({**raw, "axis_order": "cyx"}).axis_order == "cyx"  # chosen by a person: kept
+    assert Metadata.from_dict({**raw, "frame_interval": None}).axis_order == "zyx"
+
+
+def test_streamed_2d_frames_with_a_frame_interval_are_tyx(tmp_path) -> None:
+    import split_dataset
+
+    with split_dataset.SplitDatasetWriter(tmp_path / "ds", (8, 8), "uint16", frames_per_file=2,
+                                          frame_interval=0.05, fsync=False) as w:
+        for _ in range(3):
+            w.append(np.zeros((8, 8), np.uint16))
+    assert split_dataset.open(tmp_path / "ds").axis_order == "tyx"
+    saved = split_dataset.save(np.zeros((3, 4, 8, 8), np.uint8), tmp_path / "v", frame_interval=2.0, fsync=False)
+    assert saved.axis_order == "tzyx"
+    assert split_dataset.save(np.zeros((3, 8, 8), np.uint8), tmp_path / "t", frame_interval=2.0,
+                              fsync=False).axis_order == "tyx"
