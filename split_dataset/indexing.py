@@ -1,22 +1,42 @@
 """Turn a numpy-style index into per-block reads. Pure: no file I/O.
 
-Semantics (the contract of ``SplitDataset.__getitem__``): exactly numpy's for integers
-(Python or NumPy, negative too), slices with any step (negative included), ``...``,
-``None``/``np.newaxis``, and *one* advanced index: an integer array or list (any
-shape) or a boolean mask on one axis. Integers combined with that array follow
-numpy's rule, including moving the array's dimensions to the front when the
-advanced indices are not next to each other. Arrays on several axes raise
-``IndexError``; ``SplitDataset.oindex`` offers outer (orthogonal) selection for them.
+Semantics (the contract of ``SplitDataset.__getitem__``): exactly numpy's, with numpy
+as the oracle for the values, shape and dtype of the result and for the type of the
+exception. That covers integers (Python or NumPy, negative too), slices with any step,
+``...``, ``None``/``np.newaxis``, and advanced indices: integer arrays, lists and nested
+lists of any shape, boolean masks of any number of dimensions (a k-dimensional mask
+indexes k consecutive axes), scalar booleans, and several of them at once, broadcast
+together and taken pointwise. As in numpy, integers count as advanced indices when an
+array is present, and the advanced dimensions of the result go first unless the
+advanced indices are adjacent in the index as written (a slice, ``...`` -- even one
+that expands to no axis -- or ``None`` between them separates them).
 
-The read is planned in the *buffer* space: one buffer axis per array axis (an
-integer keeps a length-1 axis, a negative-step slice is read forwards, an index
-array is read as its sorted unique values). :meth:`Indexer.finish` then turns the
-buffer into numpy's result with views and one ``take`` at most.
+Errors follow numpy's precedence: the items are converted left to right (a bad type
+raises :class:`~split_dataset.errors.InvalidIndexError`, an IndexError and TypeError;
+a ragged nested list raises numpy's ValueError; an integer beyond the platform's index
+range raises an OverflowError that is also an IndexError), then too many indices and
+boolean masks of the wrong shape raise IndexError, then integers and slices are checked
+left to right (IndexError out of range, ValueError for a zero step, TypeError for
+non-integer slice bounds), then index arrays must broadcast and be in range
+(IndexError; like numpy, out-of-range values are not checked when the broadcast
+selection is empty).
+
+The read is planned in the *buffer* space, always orthogonally: one buffer axis per
+array axis (an integer keeps a length-1 axis, a negative-step slice is read forwards,
+an index array is read as the sorted unique values it needs on its axis).
+:meth:`Indexer.finish` then turns the buffer into numpy's result by indexing it in
+memory with the same index, remapped into the buffer. When several axes carry index
+arrays (a pointwise selection), the buffer has the outer product of the unique
+coordinates on those axes -- a diagonal of 1000 points on a 1000 x 1000 plane needs a
+1000 x 1000 buffer -- but only the block combinations that hold at least one selected
+point are read. ``outer=True`` (``SplitDataset.oindex``) selects orthogonally instead:
+each 1-D index array or mask selects along its own axis, like ``np.ix_``.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence, Union
@@ -35,6 +55,23 @@ _INT = 0
 _SLICE = 1
 _ARRAY = 2
 
+#: numpy's limit on the number of dimensions (of the result, too); items in one index: twice that
+_MAXDIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
+_INTP = np.iinfo(np.intp)
+
+# kinds of converted index items
+_NEW = "new"  # None
+_ELL = "ell"  # Ellipsis (explicit, or appended when the index is shorter than the array)
+_SLC = "slice"
+_IDX = "int"  # an integer (Python, NumPy, 0-d integer array)
+_ARR = "array"  # an integer array of at least one dimension
+_MASK = "mask"  # a boolean array of at least one dimension
+_BOOL = "bool"  # a scalar boolean (Python, NumPy or 0-d array)
+
+
+class _IndexOverflowError(InvalidIndexError, OverflowError):
+    """An integer index beyond the platform's index range (numpy raises OverflowError)."""
+
 
 @dataclass(frozen=True)
 class DimSelection:
@@ -42,7 +79,13 @@ class DimSelection:
 
     ``kind`` is ``_INT`` (``start``), ``_SLICE`` (``start``, ``step`` > 0, ``count``,
     ``flip`` if the user's step was negative) or ``_ARRAY`` (``values``: sorted unique
-    indices; ``take``: how to rebuild the user's order and shape, or None).
+    indices; ``take``: how to rebuild the user's order from them, or None).
+
+    Examples
+    --------
+    >>> d = DimSelection(_SLICE, start=2, step=3, count=4)
+    >>> [(b, local) for b, local, _ in d.project(BlockGrid((20,), (8,)), 0)]
+    [(0, slice(2, 6, 3)), (1, slice(0, 4, 3))]
     """
 
     kind: int
@@ -74,8 +117,8 @@ class DimSelection:
     def _project_array(self, grid: BlockGrid, axis: int) -> list[tuple[int, LocalSel, slice]]:
         values = self.values
         assert values is not None
-        size, nb = grid.shape_block[axis], grid.grid_shape[axis]
-        blocks = np.minimum(values // size, nb - 1)
+        size = grid.shape_block[axis]
+        blocks = _blocks_of(values, grid, axis)
         cuts = np.flatnonzero(np.diff(blocks)) + 1
         bounds = [0, *cuts.tolist(), len(values)]
         out: list[tuple[int, LocalSel, slice]] = []
@@ -84,6 +127,11 @@ class DimSelection:
             local = values[i0:i1] - b * size
             out.append((b, _as_slice(local), slice(i0, i1)))
         return out
+
+
+def _blocks_of(values: np.ndarray, grid: BlockGrid, axis: int) -> np.ndarray:
+    """The block along `axis` that owns each of `values`."""
+    return np.minimum(values // grid.shape_block[axis], grid.grid_shape[axis] - 1)
 
 
 def _as_slice(local: np.ndarray) -> LocalSel:
@@ -99,47 +147,87 @@ def _as_slice(local: np.ndarray) -> LocalSel:
 def _type_error(item: Any) -> InvalidIndexError:
     return InvalidIndexError(
         "only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) and "
-        f"integer or boolean arrays are valid indices; got {item!r} of type {type(item).__name__}"
+        f"integer or boolean arrays are valid indices; got {item!r:.80} of type {type(item).__name__}"
     )
 
 
-def _convert(item: Any) -> Any:
-    """One index item as int, slice, None, Ellipsis or ('int'|'bool', ndarray)."""
-    if item is None or item is Ellipsis or isinstance(item, slice):
-        return item
-    if isinstance(item, (bool, np.bool_)):
-        raise InvalidIndexError(f"a scalar boolean index ({item!r}) is not supported")
-    if isinstance(item, (int, np.integer)):
-        return int(item)
-    if isinstance(item, (list, np.ndarray)) or (
-        hasattr(item, "__array__") and hasattr(item, "dtype") and hasattr(item, "shape")
-    ):
+def _overflow(value: int) -> _IndexOverflowError:
+    return _IndexOverflowError(f"index {value} does not fit the platform's index type (intp)")
+
+
+def _convert(item: Any) -> tuple[str, Any]:
+    """One index item as (kind, payload), the way numpy's ``prepare_index`` sees it.
+
+    Raises numpy's exception for this item alone (type, ragged list, integer overflow).
+    """
+    if item is None:
+        return (_NEW, None)
+    if item is Ellipsis:
+        return (_ELL, None)
+    if isinstance(item, slice):
+        return (_SLC, item)
+    if not isinstance(item, (np.ndarray, bool, np.bool_)) and hasattr(type(item), "__index__"):
+        # numpy tries the integer route first and falls back to the array route on any error
         try:
-            arr = np.asarray(item)
-        except ValueError as e:  # ragged nested lists
-            raise InvalidIndexError(f"cannot use {item!r} as an index: {e}") from None
-        if arr.dtype == np.bool_:
-            if arr.ndim == 0:
-                raise InvalidIndexError(f"a scalar boolean index ({item!r}) is not supported")
-            return ("bool", arr)
-        if arr.dtype.kind in "iu":
-            if arr.ndim == 0:
-                return int(arr)
-            return ("int", arr.astype(np.intp, copy=False))
-        if arr.size == 0 and isinstance(item, list):
-            return ("int", arr.astype(np.intp))
+            i = operator.index(item)
+        except Exception:  # noqa: BLE001
+            pass
+        else:
+            if _INTP.min <= i <= _INTP.max:
+                return (_IDX, i)
+    if isinstance(item, np.ndarray):
+        arr = item
+    else:
+        arr = np.asarray(item)  # a ragged nested list raises numpy's ValueError, as numpy does
+        if arr.size == 0:  # an empty list is an (empty) integer index, whatever its dtype
+            try:
+                arr = arr.astype(np.intp)
+            except (TypeError, ValueError):
+                raise _type_error(item) from None
+    if arr.dtype == np.bool_:
+        if arr.ndim == 0:
+            return (_BOOL, bool(arr))
+        return (_MASK, arr)
+    if arr.dtype.kind in "iu":
+        if arr.ndim == 0:
+            i = int(arr)
+            if not _INTP.min <= i <= _INTP.max:
+                raise _overflow(i)
+            return (_IDX, i)
+        return (_ARR, arr.astype(np.intp, copy=False))  # wraps uint64 like numpy's cast
+    if isinstance(item, np.ndarray):
         raise InvalidIndexError(
             f"arrays used as indices must be of integer or boolean type, got dtype {arr.dtype}"
         )
-    if not isinstance(item, (float, complex, str, bytes, tuple)) and hasattr(item, "__index__"):
-        return operator.index(item)
     raise _type_error(item)
+
+
+def _used_axes(kind: str, payload: Any) -> int:
+    """How many array axes one converted item consumes (an ellipsis: counted separately)."""
+    if kind in (_IDX, _SLC, _ARR):
+        return 1
+    if kind == _MASK:
+        return int(payload.ndim)
+    return 0
 
 
 def _check_int(i: int, n: int, axis: int) -> int:
     if not -n <= i < n:
         raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
     return i + n if i < 0 else i
+
+
+def _check_array(arr: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """`arr` with negative indices wrapped; IndexError if any is out of range."""
+    if arr.size == 0:
+        return arr
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < -n or hi >= n:
+        bad = lo if lo < -n else hi
+        raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}")
+    if lo < 0:
+        arr = np.where(arr < 0, arr + n, arr)
+    return arr
 
 
 def _dim_from_slice(s: slice, n: int) -> DimSelection:
@@ -153,28 +241,29 @@ def _dim_from_slice(s: slice, n: int) -> DimSelection:
     return DimSelection(_SLICE, first, -step, count, flip=True)
 
 
-def _dim_from_array(arr: np.ndarray, n: int, axis: int) -> DimSelection:
-    if arr.size:
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < -n or hi >= n:
-            bad = lo if lo < -n else hi
-            raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}")
-        if lo < 0:
-            arr = np.where(arr < 0, arr + n, arr)
+def _dim_from_array(arr: np.ndarray) -> DimSelection:
+    """In-range, non-negative indices as sorted unique values and the way back (``take``).
+
+    ``take`` is None when `arr` is 1-D and strictly increasing (it is its own values).
+    """
     flat = arr.reshape(-1)
-    if flat.size and np.all(flat[1:] > flat[:-1]):
-        values, take = flat, None
-    else:
-        values, inverse = np.unique(flat, return_inverse=True)
-        take = inverse.reshape(arr.shape)
-    if take is None and arr.ndim != 1:
-        take = np.arange(flat.size).reshape(arr.shape)
-    return DimSelection(_ARRAY, count=len(values), values=values, take=take)
+    if arr.ndim == 1 and (flat.size < 2 or bool(np.all(flat[1:] > flat[:-1]))):
+        return DimSelection(_ARRAY, count=len(flat), values=flat, take=None)
+    values, inverse = np.unique(flat, return_inverse=True)
+    return DimSelection(_ARRAY, count=len(values), values=values, take=inverse.reshape(arr.shape))
+
+
+def _full_dim(n: int) -> DimSelection:
+    return DimSelection(_SLICE, 0, 1, n)
 
 
 @dataclass(frozen=True)
 class Indexer:
-    """A normalised selection on an array of `shape`.
+    """A normalised selection on an array of `shape`: block reads into a buffer, then numpy's result.
+
+    Create it with :meth:`create`. ``buffer_shape`` is the shape of the buffer the
+    reads of :meth:`block_reads` fill (one axis per array axis); :meth:`finish` turns
+    that buffer into the result, of shape ``shape``.
 
     Examples
     --------
@@ -186,152 +275,344 @@ class Indexer:
     dims: tuple[DimSelection, ...]
     buffer_shape: tuple[int, ...]
     shape: tuple[int, ...]
-    # (kind, payload) per expanded index item, used by finish(): 'int', 'slice', 'array', 'new'
-    items: tuple[str, ...]
-    move_to_front: bool
     outer: bool
-    ellipsis: bool = False  # numpy returns a 0-d array, not a scalar, when `...` was used
+    #: index applied to the buffer by finish() (arrays in it are remapped into the buffer)
+    view: tuple[Any, ...] = ()
+    #: outer mode: (buffer axis, take) applied before `view`
+    takes: tuple[tuple[int, np.ndarray], ...] = ()
+    #: a single advanced index read as a slice: (axis of the view to move to the front) or None
+    move_from: int | None = None
+    #: axes whose index arrays broadcast together (pointwise), with their remapped indices
+    linked: tuple[tuple[int, np.ndarray], ...] = ()
+    #: the result is empty: nothing is read and the buffer is empty
+    empty: bool = False
 
     @classmethod
     def create(cls, selection: Any, shape: Sequence[int], *, outer: bool = False) -> Indexer:
-        """Normalise `selection` against `shape`; raise numpy's exception types on bad input."""
-        shape = tuple(shape)
+        """Normalise `selection` against `shape`; raise numpy's exception types on bad input.
+
+        Parameters
+        ----------
+        selection
+            Anything numpy accepts as an index (see the module docstring).
+        shape
+            Shape of the indexed array.
+        outer
+            Orthogonal selection (``SplitDataset.oindex``): 1-D index arrays and masks
+            each select along their own axis and stay in place.
+
+        Examples
+        --------
+        >>> Indexer.create(([0, 2], [1, 3]), (4, 5)).shape  # pointwise, like numpy
+        (2,)
+        >>> Indexer.create(([0, 2], [1, 3]), (4, 5), outer=True).shape
+        (2, 2)
+        """
+        shape = tuple(int(n) for n in shape)
         ndim = len(shape)
         raw = selection if isinstance(selection, tuple) else (selection,)
-        conv = [_convert(it) for it in raw]
-        n_ell = sum(1 for it in conv if it is Ellipsis)
-        if n_ell > 1:
-            raise IndexError("an index can only have a single ellipsis ('...')")
-        used = sum(it[1].ndim if isinstance(it, tuple) and it[0] == "bool" else 1
-                   for it in conv if it is not None and it is not Ellipsis)
+        if len(raw) > 2 * _MAXDIMS:
+            raise IndexError("too many indices for array")
+
+        # 1. convert the items left to right (numpy raises type errors in this order)
+        items: list[tuple[str, Any]] = []
+        has_ell = False
+        for it in raw:
+            conv = _convert(it)
+            if conv[0] == _ELL:
+                if has_ell:
+                    raise IndexError("an index can only have a single ellipsis ('...')")
+                has_ell = True
+            items.append(conv)
+
+        # 2. count axes; too many indices, too many dimensions, mask shapes
+        used = sum(_used_axes(k, p) for k, p in items)
         if used > ndim:
             raise IndexError(
                 f"too many indices for array: array is {ndim}-dimensional, but {used} were indexed"
             )
-        if n_ell:
-            pos = next(i for i, it in enumerate(conv) if it is Ellipsis)
-            conv[pos : pos + 1] = [slice(None)] * (ndim - used)
-        else:
-            conv.extend([slice(None)] * (ndim - used))
+        n_ell = ndim - used
+        if n_ell and not has_ell:
+            items.append((_ELL, None))
+        n_fancy = sum(1 for k, _ in items if k in (_ARR, _MASK, _BOOL))
+        if n_fancy or any(k == _NEW for k, _ in items):
+            new_ndim = n_ell + sum(1 for k, _ in items if k in (_SLC, _NEW))
+            fancy_ndim = max([p.ndim if k == _ARR else 1 for k, p in items if k in (_ARR, _MASK, _BOOL)] or [0])
+            if new_ndim + fancy_ndim > _MAXDIMS:
+                raise IndexError(
+                    f"number of dimensions must be within [0, {_MAXDIMS}], "
+                    f"indexing result would have {new_ndim + fancy_ndim}"
+                )
+        axis = 0
+        for k, p in items:
+            if k == _MASK:
+                for j, m in enumerate(p.shape):
+                    if m and m != shape[axis + j]:  # numpy lets a 0-length mask axis through
+                        raise IndexError(
+                            f"boolean index did not match indexed array along axis {axis + j}; size "
+                            f"of axis is {shape[axis + j]} but size of corresponding boolean axis is {m}"
+                        )
+            axis += n_ell if k == _ELL else _used_axes(k, p)
+        if outer:
+            for k, p in items:
+                if k == _BOOL:
+                    raise InvalidIndexError(f"oindex does not take a scalar boolean index ({p!r})")
+                if k in (_ARR, _MASK) and p.ndim != 1:
+                    raise IndexError(f"oindex takes 1-D index arrays and masks, got shape {p.shape}")
 
+        # 3. integers and slices, left to right
+        resolved: list[tuple[str, Any]] = []
+        axis = 0
+        for k, p in items:
+            used_here = n_ell if k == _ELL else _used_axes(k, p)
+            if k == _IDX:
+                p = _check_int(p, shape[axis], axis)
+            elif k == _SLC:
+                p = _dim_from_slice(p, shape[axis])
+            elif k == _MASK:
+                p = np.nonzero(p)
+            resolved.append((k, p))
+            axis += used_here
+
+        # 4. index arrays: broadcast (pointwise) or each on its own (outer), then range
+        fancy_shapes: list[tuple[int, ...]] = []
+        for k, p in resolved:
+            if k == _ARR:
+                fancy_shapes.append(p.shape)
+            elif k == _MASK:
+                fancy_shapes.append(p[0].shape)
+            elif k == _BOOL:
+                fancy_shapes.append((int(p),))
+        bshape: tuple[int, ...] = ()
+        if n_fancy and not outer:
+            try:
+                bshape = tuple(np.broadcast_shapes(*fancy_shapes))
+            except ValueError:
+                raise IndexError(
+                    "shape mismatch: indexing arrays could not be broadcast together with shapes "
+                    + " ".join(str(s) for s in fancy_shapes)
+                ) from None
+        check = outer or math.prod(bshape) > 0  # numpy checks no index of an empty broadcast
+        axis = 0
+        for i, (k, p) in enumerate(resolved):
+            if k == _ARR and check:
+                resolved[i] = (k, _check_array(p, shape[axis], axis))
+            axis += n_ell if k == _ELL else _used_axes(k, items[i][1])
+
+        # 5. the result's shape
+        out_shape = _result_shape(resolved, items, shape, n_ell, bshape, outer)
+        if math.prod(out_shape) == 0:
+            return cls((), (0,) * ndim, out_shape, outer, empty=True)
+        return cls._plan(resolved, items, shape, n_ell, out_shape, outer)
+
+    @classmethod
+    def _plan(
+        cls,
+        resolved: list[tuple[str, Any]],
+        items: list[tuple[str, Any]],
+        shape: tuple[int, ...],
+        n_ell: int,
+        out_shape: tuple[int, ...],
+        outer: bool,
+    ) -> Indexer:
+        """The buffer (one axis per array axis) and how finish() gets the result from it."""
         dims: list[DimSelection] = []
-        items: list[str] = []
-        adv_positions: list[int] = []
-        n_arrays = 0
-        for pos, it in enumerate(conv):
-            axis = len(dims)
-            if it is None:
-                items.append("new")
-            elif isinstance(it, int):
-                i = _check_int(it, shape[axis], axis)
-                dims.append(DimSelection(_INT, i, 1, 1))
-                items.append("int")
-                adv_positions.append(pos)
-            elif isinstance(it, slice):
-                dims.append(_dim_from_slice(it, shape[axis]))
-                items.append("slice")
-            else:
-                kind, arr = it
-                if kind == "bool":
-                    if arr.ndim != 1:
-                        raise IndexError(
-                            f"a {arr.ndim}-dimensional boolean mask indexes several axes; "
-                            "only one axis may take an array index"
-                        )
-                    if arr.shape[0] != shape[axis]:
-                        raise IndexError(
-                            f"boolean index did not match indexed array along axis {axis}; "
-                            f"size of axis is {shape[axis]} but size of corresponding boolean "
-                            f"axis is {arr.shape[0]}"
-                        )
-                    arr = np.flatnonzero(arr)
-                elif outer and arr.ndim != 1:
-                    raise IndexError(f"oindex takes 1-D index arrays, got shape {arr.shape}")
-                n_arrays += 1
-                if n_arrays > 1 and not outer:
-                    raise IndexError(
-                        "array indices on more than one axis are not supported; "
-                        "use ds.oindex[...] for outer (orthogonal) selection"
-                    )
-                dims.append(_dim_from_array(arr, shape[axis], axis))
-                items.append("array")
-                adv_positions.append(pos)
-        move = False
-        if n_arrays and not outer:
-            move = adv_positions != list(range(adv_positions[0], adv_positions[-1] + 1))
+        view: list[Any] = []
+        takes: list[tuple[int, np.ndarray]] = []
+        arrays: list[tuple[int, DimSelection, np.ndarray | None, int]] = []  # axis, dim, take, view pos
+
+        def add_array(arr: np.ndarray) -> None:
+            d = _dim_from_array(arr)
+            arrays.append((len(dims), d, d.take, len(view)))
+            dims.append(d)
+            view.append(slice(None))
+
+        for k, p in resolved:
+            if k == _NEW:
+                view.append(None)
+            elif k == _ELL:
+                first = len(dims)
+                dims.extend([_full_dim(shape[first + j]) for j in range(n_ell)])
+                view.append(Ellipsis)
+            elif k == _SLC:
+                dims.append(p)
+                view.append(slice(None, None, -1) if p.flip else slice(None))
+            elif k == _IDX:
+                dims.append(DimSelection(_INT, p, 1, 1))
+                view.append(0)
+            elif k == _BOOL:
+                view.append(True)  # a False one made the result empty
+            elif k == _ARR:
+                add_array(p)
+            else:  # a mask: one index array per axis it covers (numpy's nonzero)
+                for a in p:
+                    add_array(a)
         buffer_shape = tuple(d.count for d in dims)
-        out_shape: list[int] = []
-        lead: list[int] = []
-        it_dims = iter(dims)
-        for kind in items:
-            if kind == "new":
-                out_shape.append(1)
-                continue
-            d = next(it_dims)
-            if kind == "slice":
-                out_shape.append(d.count)
-            elif kind == "array":
-                idx_shape = list(d.take.shape) if d.take is not None else [d.count]
-                if move:
-                    lead = idx_shape
-                else:
-                    out_shape.extend(idx_shape)
+        if outer:
+            takes = [(axis, t) for axis, _, t, _ in arrays if t is not None]
+            return cls(tuple(dims), buffer_shape, out_shape, True, tuple(view), tuple(takes))
+
+        n_fancy = sum(1 for k, _ in items if k in (_ARR, _MASK, _BOOL))
+        move_from: int | None = None
+        linked: list[tuple[int, np.ndarray]] = []
+        if n_fancy == 1 and len(arrays) == 1 and arrays[0][2] is None:
+            # one 1-D, sorted, unique advanced index: the buffer holds it as is; read as a view
+            axis = arrays[0][0]
+            if not _adjacent(items):
+                # numpy puts its dimension first: count the view's dimensions before it
+                pos = arrays[0][3]
+                move_from = sum(n_ell if v is Ellipsis else 1 for v in view[:pos] if not isinstance(v, int))
+        else:
+            for axis, d, take, pos in arrays:
+                remap = take if take is not None else np.arange(d.count)
+                view[pos] = remap
+                linked.append((axis, remap))
+            if len(linked) < 2:
+                linked = []
         return cls(
-            tuple(dims), buffer_shape, tuple(lead + out_shape), tuple(items), move, outer, bool(n_ell)
+            tuple(dims), buffer_shape, out_shape, False, tuple(view), (), move_from, tuple(linked)
         )
 
-    def block_reads(self, grid: BlockGrid) -> Iterator[tuple[tuple[int, ...], tuple[LocalSel, ...], tuple[slice, ...]]]:
-        """Yield ``(block coords, selection inside the block, selection in the buffer)``."""
+    def block_reads(
+        self, grid: BlockGrid
+    ) -> Iterator[tuple[tuple[int, ...], tuple[LocalSel, ...], tuple[slice, ...]]]:
+        """Yield ``(block coords, selection inside the block, selection in the buffer)``.
+
+        Each read fills ``buffer[selection in the buffer]`` with
+        ``block[selection inside the block]``, taken as an outer product; the reads
+        cover the buffer (for a pointwise selection: every part of it that holds a
+        selected point) and do not overlap. Blocks come in C order.
+
+        Examples
+        --------
+        >>> ix = Indexer.create((slice(2, 9), 3), (10, 6))
+        >>> for coords, local, out in ix.block_reads(BlockGrid((10, 6), (4, 6))):
+        ...     print(coords, local, out)
+        (0, 0) (slice(2, 4, 1), slice(3, 4, 1)) (slice(0, 2, None), slice(0, 1, None))
+        (1, 0) (slice(0, 4, 1), slice(3, 4, 1)) (slice(2, 6, None), slice(0, 1, None))
+        (2, 0) (slice(0, 1, 1), slice(3, 4, 1)) (slice(6, 7, None), slice(0, 1, None))
+        """
+        if self.empty:
+            return
         per_axis = [d.project(grid, axis) for axis, d in enumerate(self.dims)]
-        for combo in itertools.product(*per_axis):
-            yield (
-                tuple(c[0] for c in combo),
-                tuple(c[1] for c in combo),
-                tuple(c[2] for c in combo),
-            )
+        prefixes = self._linked_blocks(grid, per_axis)
+        if prefixes is None:
+            for combo in itertools.product(*per_axis):
+                yield (
+                    tuple(c[0] for c in combo),
+                    tuple(c[1] for c in combo),
+                    tuple(c[2] for c in combo),
+                )
+            return
+        yield from _walk(per_axis, {axis: j for j, (axis, _) in enumerate(self.linked)}, prefixes)
+
+    def _linked_blocks(
+        self, grid: BlockGrid, per_axis: list[list[tuple[int, LocalSel, slice]]]
+    ) -> list[set[tuple[int, ...]]] | None:
+        """For a pointwise selection spanning several blocks: the block combinations (on the
+        linked axes, and their prefixes) that hold a selected point; None: read them all."""
+        if not self.linked or all(len(per_axis[axis]) == 1 for axis, _ in self.linked):
+            return None
+        nb = [grid.grid_shape[axis] for axis, _ in self.linked]
+        if math.prod(nb) >= 2**62:
+            return None
+        code: np.ndarray | int = 0
+        for (axis, remap), n in zip(self.linked, nb):
+            values = self.dims[axis].values
+            assert values is not None
+            code = code * n + _blocks_of(values, grid, axis)[remap]
+        combos = np.unique(code)
+        tuples = list(zip(*(c.tolist() for c in np.unravel_index(combos, nb))))
+        return [{t[:j] for t in tuples} for j in range(len(nb) + 1)]
 
     def finish(self, buf: np.ndarray) -> Any:
-        """numpy's result from the buffer the reads filled."""
-        dims = self.dims
-        # 1. rebuild order/duplicates/shape of the index array (at most one take per array axis)
-        offset = 0
-        for axis, d in enumerate(dims):
-            if d.kind == _ARRAY:
-                if d.take is not None:
-                    buf = np.take(buf, d.take, axis=axis + offset)
-                offset += (d.take.ndim if d.take is not None else 1) - 1
-        # 2. negative steps, dropped integer axes and new axes, as one view
-        view: list[Any] = []
-        it_dims = iter(dims)
-        for kind in self.items:
-            if kind == "new":
-                view.append(np.newaxis)
-                continue
-            d = next(it_dims)
-            if kind == "int":
-                view.append(0)
-            elif kind == "slice":
-                view.append(slice(None, None, -1) if d.flip else slice(None))
-            else:
-                view.extend([slice(None)] * (d.take.ndim if d.take is not None else 1))
-        out = buf[tuple(view) + ((Ellipsis,) if self.ellipsis else ())]
-        # 3. numpy puts the advanced dimensions first when they were not adjacent
-        if self.move_to_front:
-            d_arr = next(d for d in dims if d.kind == _ARRAY)
-            k = d_arr.take.ndim if d_arr.take is not None else 1
-            start = 0
-            it_dims = iter(dims)
-            for kind in self.items:
-                if kind == "new":
-                    start += 1
-                    continue
-                d = next(it_dims)
-                if kind == "slice":
-                    start += 1
-                elif kind == "array":
-                    break
-            out = np.moveaxis(out, list(range(start, start + k)), list(range(k)))
+        """numpy's result from the buffer the reads filled.
+
+        Examples
+        --------
+        >>> a = np.arange(12).reshape(3, 4)
+        >>> ix = Indexer.create((slice(None), [3, 1, 3]), a.shape)
+        >>> buf = a[:, [1, 3]]  # what block_reads fill: the sorted unique columns
+        >>> ix.finish(buf)
+        array([[ 3,  1,  3],
+               [ 7,  5,  7],
+               [11,  9, 11]])
+        """
+        if self.empty:
+            return np.empty(self.shape, dtype=buf.dtype)
+        for axis, take in self.takes:
+            buf = np.take(buf, take, axis=axis)
+        out = buf[self.view]
+        if self.move_from is not None:
+            out = np.moveaxis(out, self.move_from, 0)
         return out
+
+
+def _adjacent(items: list[tuple[str, Any]]) -> bool:
+    """numpy's rule: are the advanced indices (integers too, when an array is present) next to
+    each other in the index as written? A slice, ``...`` (even expanding to nothing) or ``None``
+    between two of them makes them non-adjacent."""
+    pos = [i for i, (k, _) in enumerate(items) if k in (_IDX, _ARR, _MASK, _BOOL)]
+    return not pos or pos[-1] - pos[0] + 1 == len(pos)
+
+
+def _result_shape(
+    resolved: list[tuple[str, Any]],
+    items: list[tuple[str, Any]],
+    shape: tuple[int, ...],
+    n_ell: int,
+    bshape: tuple[int, ...],
+    outer: bool,
+) -> tuple[int, ...]:
+    """The shape numpy's result has (without computing it)."""
+    fancy = not outer and any(k in (_ARR, _MASK, _BOOL) for k, _ in resolved)
+    adjacent = not fancy or _adjacent(items)
+    out: list[int] = []
+    placed = not fancy or not adjacent  # where numpy puts the broadcast dimensions
+    axis = 0
+    for (k, p), (_, raw) in zip(resolved, items):
+        if k == _NEW:
+            out.append(1)
+        elif k == _ELL:
+            out.extend(shape[axis : axis + n_ell])
+            axis += n_ell
+        elif k == _SLC:
+            out.append(p.count)
+        elif outer and k == _ARR:
+            out.append(len(p))
+        elif outer and k == _MASK:
+            out.append(len(p[0]))
+        elif fancy and not placed:  # the first advanced index (an integer counts)
+            out.extend(bshape)
+            placed = True
+        axis += _used_axes(k, raw)
+    if fancy and not adjacent:
+        out = list(bshape) + out
+    return tuple(out)
+
+
+def _walk(
+    per_axis: list[list[tuple[int, LocalSel, slice]]],
+    linked_pos: dict[int, int],
+    prefixes: list[set[tuple[int, ...]]],
+) -> Iterator[tuple[tuple[int, ...], tuple[LocalSel, ...], tuple[slice, ...]]]:
+    """Block reads in C order, keeping only combinations of linked blocks listed in `prefixes`."""
+    ndim = len(per_axis)
+
+    def rec(axis: int, chosen: tuple[tuple[int, LocalSel, slice], ...], key: tuple[int, ...]) -> Iterator[Any]:
+        if axis == ndim:
+            yield (tuple(c[0] for c in chosen), tuple(c[1] for c in chosen), tuple(c[2] for c in chosen))
+            return
+        j = linked_pos.get(axis)
+        for entry in per_axis[axis]:
+            if j is None:
+                yield from rec(axis + 1, chosen + (entry,), key)
+            else:
+                k = key + (entry[0],)
+                if k in prefixes[j + 1]:
+                    yield from rec(axis + 1, chosen + (entry,), k)
+
+    yield from rec(0, (), ())
 
 
 def normalize_index(selection: Any, shape: Sequence[int]) -> Indexer:
@@ -341,5 +622,7 @@ def normalize_index(selection: Any, shape: Sequence[int]) -> Indexer:
     --------
     >>> normalize_index((0, ..., [2, 1]), (4, 5, 6)).shape  # numpy moves the array axis first
     (2, 5)
+    >>> normalize_index((slice(None), [0, 2], ..., 1), (4, 5, 6)).shape  # `...` separates them
+    (2, 4)
     """
     return Indexer.create(selection, shape)
