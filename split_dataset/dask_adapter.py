@@ -16,7 +16,7 @@ import numpy as np
 from .dataset import SplitDataset
 from .metadata import Metadata
 from .storage import Codec
-from .writer import DEFAULT_COMPRESSION, BlockSink, _check_dtype, make_metadata, prepare_folder
+from .writer import DEFAULT_COMPRESSION, BlockSink, _check_dtype, claim_folder, like_metadata, make_metadata
 
 try:
     import dask
@@ -75,6 +75,7 @@ def save_dask(
     chunks: Sequence[int] | None = None,
     units: Sequence[str] | None = None,
     frame_interval: float | None = None,
+    like: SplitDataset | str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     fsync: bool = True,
     checksums: bool = True,
@@ -86,7 +87,10 @@ def save_dask(
     block shape (default: its own chunks if they are regular, else about 64 MiB blocks);
     each task computes one block and writes it (temporary name, then rename) on the
     active scheduler, so memory per worker is about one block. The metadata is written
-    once, after every block was written: a failed run leaves no metadata.
+    once, after every block was written: a failed run leaves no metadata. `like` copies
+    the physical metadata of a source dataset, as for :func:`split_dataset.save`. The
+    folder's writer lock is held while the blocks are computed (with ``compute=True``); a
+    folder a live writer holds raises :class:`~split_dataset.errors.WriterLockedError`.
 
     Returns the dataset, or with ``compute=False`` a ``dask.delayed`` object that writes it.
 
@@ -105,11 +109,22 @@ def save_dask(
     if shape_block is None and all(len(set(c[:-1])) <= 1 for c in x.chunks):
         shape_block = tuple(int(c[0]) for c in x.chunks)
     codec = Codec.parse(compression)
-    meta: Metadata = make_metadata(shape, dtype, shape_block, codec, resolution=resolution, axis_order=axis_order,
-                                   attrs=attrs, chunks=chunks, units=units, frame_interval=frame_interval)
+    physical: dict[str, Any] = dict(resolution=resolution, axis_order=axis_order, attrs=attrs, units=units,
+                                    frame_interval=frame_interval)
+    if like is not None:
+        physical = like_metadata(like, len(shape), **physical)
+    meta: Metadata = make_metadata(shape, dtype, shape_block, codec, chunks=chunks, **physical)
     root = Path(path)
-    prepare_folder(root, overwrite)
-    root = root.resolve()  # workers may run elsewhere
+    if compute:
+        with claim_folder(root, overwrite):
+            return _save_blocks(x, root.resolve(), meta, codec, fsync, checksums).compute()
+    with claim_folder(root, overwrite):
+        pass  # emptied now (refused if a live writer holds it); the lock is not held until compute
+    return _save_blocks(x, root.resolve(), meta, codec, fsync, checksums)
+
+
+def _save_blocks(x: da.Array, root: Path, meta: Metadata, codec: Codec, fsync: bool, checksums: bool) -> Any:
+    """The delayed object that writes every block, then the checksums and the metadata."""
     sink = BlockSink(root, meta, codec, fsync=fsync, checksums=checksums)
     blocks = x.rechunk(meta.shape_block).to_delayed()
     write = dask.delayed(_write_block, pure=False)
@@ -122,5 +137,4 @@ def save_dask(
         sink.write_metadata()
         return SplitDataset(root)
 
-    done = dask.delayed(finish, pure=False)(tasks)
-    return done.compute() if compute else done
+    return dask.delayed(finish, pure=False)(tasks)

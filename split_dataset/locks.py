@@ -3,34 +3,103 @@
 A writer (``SplitDatasetWriter``) holds ``.split_dataset.writer.lock`` in the dataset
 folder while it runs. Anything else that would replace or edit the folder (``save(...,
 overwrite=True)``, ``convert --overwrite``, attribute edits) calls
-:func:`refuse_if_written` first. The format of the lock file is in ``docs/format.md``.
+:func:`refuse_if_written` first.
+
+How the lock works (POSIX): the lock file holds ``"<host> <pid> flock"`` and the writer
+keeps an exclusive ``flock`` on it for its whole life. The kernel drops that lock when the
+process dies however it dies (SIGKILL included), so a lock file left behind by a dead
+writer is recognised by anyone who can take the ``flock``, and taken over atomically: the
+new writer locks the very file it then rewrites, and checks that the file it locked is
+still the one at that path. Lock files of split_dataset versions before the OS lock hold
+``"<host> <pid>"`` only: they are honoured while that process is alive on this host (and
+always when the host is another one). Without ``fcntl`` (Windows) only the file's content
+is used, and a stale lock is taken over by renaming it aside (atomic: one renamer wins).
+
+The lock file is never written through a symbolic link (``O_NOFOLLOW``): a symbolic link
+in its place counts as a lock held by an unknown writer.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import stat
+import time
+import uuid
 from pathlib import Path
 
 from .errors import WriterLockedError
 
-__all__ = ["LOCK_FILENAME", "live_writer", "refuse_if_written"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["LOCK_FILENAME", "WriterLock", "live_writer", "refuse_if_written"]
 
 LOCK_FILENAME = ".split_dataset.writer.lock"
+#: Third word of a lock file whose writer holds an OS lock on it (absent in older versions).
+_OS_LOCKED = "flock"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NO_LOCKS = {getattr(errno, n) for n in ("ENOLCK", "EOPNOTSUPP", "ENOSYS", "ENOTSUP") if hasattr(errno, n)}
+
+
+def _before_takeover() -> None:
+    """Test hook: called between reading a stale lock and taking it over (a no-op)."""
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OSError):
         return True
     return True
 
 
+def _parse(text: str) -> tuple[str, int, bool] | None:
+    """``(host, pid, os_locked)`` from a lock file's text, None if it is not a lock file's."""
+    words = text.split()
+    if len(words) not in (2, 3) or (len(words) == 3 and words[2] != _OS_LOCKED):
+        return None
+    try:
+        return words[0], int(words[1]), len(words) == 3
+    except ValueError:
+        return None
+
+
+def _read_fd(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 4096).decode(errors="replace")
+
+
+def _old_style_live(text: str) -> bool:
+    """Whether a lock that holds no OS lock (older versions, or no fcntl) names a live writer."""
+    parsed = _parse(text)
+    if parsed is None:
+        return bool(text.strip())  # garbage: someone's, not ours to judge; an empty file is a dead creator
+    host, pid, _ = parsed
+    return host != socket.gethostname() or (_pid_alive(pid) and pid != os.getpid())
+
+
+def _describe(text: str) -> str:
+    parsed = _parse(text)
+    if parsed is None:
+        return "an unknown writer"
+    host, pid, _ = parsed
+    return f"process {pid} on {host}"
+
+
 def live_writer(root: str | os.PathLike[str]) -> str | None:
     """Who holds `root`'s writer lock ("process 123 on host"), or None when no live writer does.
+
+    Answered from the OS lock where there is one (a writer that died, even by SIGKILL,
+    holds none); lock files of older versions name a process, which must be alive.
 
     Examples
     --------
@@ -40,13 +109,58 @@ def live_writer(root: str | os.PathLike[str]) -> str | None:
     """
     lock = Path(root) / LOCK_FILENAME
     try:
-        host, pid = lock.read_text().split()
-        alive = host != socket.gethostname() or _pid_alive(int(pid))
+        st = os.lstat(lock)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        host, pid, alive = "?", "?", True  # unreadable: assume a writer holds it
-    return f"process {pid} on {host}" if alive else None
+    except OSError:
+        return "an unknown writer (the lock file cannot be examined)"
+    if not stat.S_ISREG(st.st_mode):
+        return "an unknown writer (the lock file is not a regular file)"
+    try:
+        fd = os.open(lock, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "an unknown writer (the lock file cannot be read)"
+    try:
+        text = _read_fd(fd)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return _describe(text)  # held: a live writer (its text may be being rewritten)
+                # no OS locks here (some network file systems): judge from the text
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                parsed = _parse(text)
+                if parsed is not None and parsed[2]:
+                    return None  # a writer of this version that is gone
+        return _describe(text) if _old_style_live(text) else None
+    finally:
+        os.close(fd)
+
+
+def writer_gone(root: str | os.PathLike[str]) -> str | None:
+    """If `root` holds a lock file left by a writer that no longer runs, who it was; else None.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> writer_gone(tempfile.mkdtemp()) is None
+    True
+    """
+    lock = Path(root) / LOCK_FILENAME
+    if not os.path.lexists(lock) or live_writer(root) is not None:
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _describe(_read_fd(fd))
+    finally:
+        os.close(fd)
 
 
 def refuse_if_written(root: str | os.PathLike[str], action: str) -> None:
@@ -63,3 +177,227 @@ def refuse_if_written(root: str | os.PathLike[str], action: str) -> None:
             f"{str(root)!r} is being written by {holder} (lock file {LOCK_FILENAME}); "
             f"refusing to {action} while that writer runs"
         )
+
+
+class WriterLock:
+    """The writer lock of one dataset folder, held by this process until :meth:`release`.
+
+    Use :meth:`acquire`; a folder already held by a live writer raises
+    :class:`~split_dataset.errors.WriterLockedError`, a lock left by a dead one is taken over.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> lock = WriterLock.acquire(root)
+    >>> live_writer(root) is not None
+    True
+    >>> lock.release()
+    >>> live_writer(root) is None
+    True
+    """
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path = path
+        self._fd = fd
+        self._active = True
+        self._ident: tuple[int, int] | None = None
+        if fd is not None:
+            st = os.fstat(fd)
+            self._ident = (st.st_dev, st.st_ino)
+
+    @property
+    def held(self) -> bool:
+        """Whether this object still holds the lock."""
+        return self._active
+
+    @staticmethod
+    def _content() -> bytes:
+        return f"{socket.gethostname()} {os.getpid()} {_OS_LOCKED if fcntl is not None else ''}".strip().encode() + b"\n"
+
+    @classmethod
+    def acquire(cls, root: str | os.PathLike[str], attempts: int = 50) -> WriterLock:
+        """Take the writer lock of `root` (an existing folder), or raise ``WriterLockedError``."""
+        path = Path(root) / LOCK_FILENAME
+        if fcntl is None:  # pragma: no cover - Windows
+            return cls._acquire_by_content(path, attempts)
+        try:
+            return cls._acquire_os_locked(path, attempts)
+        except OSError as e:
+            if isinstance(e, WriterLockedError) or e.errno not in _NO_LOCKS:
+                raise
+            return cls._acquire_by_content(path, attempts)  # a file system without OS locks
+
+    @classmethod
+    def _acquire_os_locked(cls, path: Path, attempts: int) -> WriterLock:
+        assert fcntl is not None
+        busy = 0
+        for _ in range(attempts):
+            fd = cls._create_locked(path)
+            if fd is not None:
+                return cls(path, fd)
+            try:  # a lock file exists: is its writer alive?
+                fd = os.open(path, os.O_RDWR | _NOFOLLOW | _CLOEXEC)
+            except FileNotFoundError:
+                continue  # released meanwhile: try to create it again
+            except OSError as e:
+                if e.errno == errno.ELOOP or os.path.islink(path):
+                    raise WriterLockedError(
+                        f"{str(path)!r} is a symbolic link, not a lock file this package wrote; refusing to "
+                        "write through it (remove it if no writer uses the folder)"
+                    ) from None
+                raise
+            try:
+                text = _read_fd(fd)
+                _before_takeover()
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as e:
+                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    busy += 1
+                    parsed = _parse(text)
+                    live = parsed is not None and parsed[2] and (
+                        parsed[0] != socket.gethostname() or _pid_alive(parsed[1]))
+                    if live or busy >= 5:  # a live holder, or one taking over a stale lock right now
+                        raise WriterLockedError(
+                            f"{str(path.parent)!r} is being written by {_describe(_read_fd(fd))} "
+                            f"(lock file {LOCK_FILENAME}); one writer per dataset"
+                        ) from None
+                    time.sleep(0.02)  # someone is creating or taking over the lock: look again
+                    continue
+                # we hold the OS lock on this file: it is still the lock file only if nobody
+                # released (unlinked) or replaced it since we opened it
+                try:
+                    now = os.stat(path, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                st = os.fstat(fd)
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                    continue
+                text = _read_fd(fd)  # as it is now that nobody else can take it
+                parsed = _parse(text)
+                if parsed is not None and not parsed[2] and _old_style_live(text):
+                    raise WriterLockedError(
+                        f"{str(path.parent)!r} is being written by {_describe(text)} (lock file "
+                        f"{LOCK_FILENAME}, written by an older split_dataset); if that writer is gone, delete the lock file"
+                    )
+                if parsed is None and text.strip():
+                    raise WriterLockedError(
+                        f"{str(path)!r} holds {text.strip()[:60]!r}, not a writer lock this package wrote; "
+                        "if no writer uses the folder, delete it"
+                    )
+                os.ftruncate(fd, 0)  # a dead writer's lock: ours now
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, cls._content())
+                lock = cls(path, fd)
+                fd = -1
+                return lock
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        raise WriterLockedError(f"{str(path)!r}: could not take the writer lock after {attempts} attempts")
+
+    @classmethod
+    def _create_locked(cls, path: Path) -> int | None:
+        """Create the lock file already holding our name and our OS lock; None if one exists."""
+        assert fcntl is not None
+        tmp = path.with_name(f"{LOCK_FILENAME}.{uuid.uuid4().hex[:12]}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR | _NOFOLLOW | _CLOEXEC, 0o644)
+        try:
+            os.write(fd, cls._content())
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                os.link(tmp, path)  # atomic, fails if a lock file exists; never follows a link
+            except FileExistsError:
+                os.close(fd)
+                return None
+            except OSError:  # no hard links here: create the file itself (a short unlocked window)
+                os.close(fd)
+                fd = -1
+                try:
+                    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | _NOFOLLOW | _CLOEXEC, 0o644)
+                except FileExistsError:
+                    return None
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, cls._content())
+            return fd
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    @classmethod
+    def _acquire_by_content(cls, path: Path, attempts: int) -> WriterLock:  # pragma: no cover - no fcntl
+        for _ in range(attempts):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW, 0o644)
+            except FileExistsError:
+                try:
+                    text = path.read_text(errors="replace")
+                except FileNotFoundError:
+                    continue
+                if _old_style_live(text) or _parse(text) is None and text.strip():
+                    raise WriterLockedError(
+                        f"{str(path.parent)!r} is being written by {_describe(text)} (lock file {LOCK_FILENAME}); "
+                        "if that writer is gone, delete the lock file"
+                    ) from None
+                _before_takeover()
+                aside = path.with_name(f"{LOCK_FILENAME}.{uuid.uuid4().hex[:12]}.stale")
+                try:
+                    os.rename(path, aside)  # one process wins this rename
+                except OSError:
+                    continue
+                try:
+                    moved = aside.read_text(errors="replace")
+                except OSError:
+                    moved = text
+                if moved != text:  # we moved someone's fresh lock: put it back if we can
+                    try:
+                        os.rename(aside, path)
+                    except OSError:
+                        pass
+                    continue
+                aside.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "wb") as f:
+                f.write(cls._content())
+            return cls(path, None)
+        raise WriterLockedError(f"{str(path)!r}: could not take the writer lock after {attempts} attempts")
+
+    def release(self) -> None:
+        """Remove the lock file (if it is still ours) and drop the OS lock. Idempotent."""
+        if not self._active:
+            return
+        self._active = False
+        try:
+            if self._ident is not None:
+                try:
+                    now = os.stat(self.path, follow_symlinks=False)
+                    if (now.st_dev, now.st_ino) == self._ident:
+                        os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+            else:  # pragma: no cover - Windows: no identity to compare, the content must be ours
+                try:
+                    if self.path.read_bytes() == self._content():
+                        self.path.unlink()
+                except FileNotFoundError:
+                    pass
+        finally:
+            fd, self._fd, self._ident = self._fd, None, None
+            if fd is not None:
+                os.close(fd)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:  # the OS lock only; the lock file stays, recognisably stale
+            try:
+                os.close(fd)
+            except OSError:
+                pass

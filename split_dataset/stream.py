@@ -5,6 +5,13 @@ background thread compresses each full block, writes it under a temporary name,
 renames it into place and then replaces ``stack_metadata.json`` (atomically) with
 the number of frames that are on disk. After every block and every :meth:`flush`,
 the folder is a valid split dataset holding every frame written so far.
+
+What survives what (tested out of process, ``tests/test_writer_kill.py``): every frame
+passed to :meth:`~SplitDatasetWriter.append` is on disk after ``close()``, after the
+script ends without closing the writer, after an uncaught exception, Ctrl-C
+(``KeyboardInterrupt``) or SIGTERM, the dataset then being marked ``complete: false``.
+Only SIGKILL and power loss lose frames: those appended since the last block was
+completed or the last :meth:`~SplitDatasetWriter.flush` returned.
 """
 
 from __future__ import annotations
@@ -14,45 +21,132 @@ import errno
 import os
 import queue
 import shutil
-import socket
+import signal
+import stat
 import threading
-import weakref
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .dataset import SplitDataset
-from .errors import DiskFullError, WriteError, WriterLockedError
-from .locks import LOCK_FILENAME
+from .errors import DiskFullError, UnsafeDatasetError, WriteError, WriterLockedError
+from .locks import LOCK_FILENAME, WriterLock
 from .metadata import Metadata
-from .storage import METADATA_FILENAME, Codec, append_checksum, block_name, read_checksums, write_checksums
+from .storage import (
+    CHECKSUM_FILENAME,
+    METADATA_FILENAME,
+    Codec,
+    block_name,
+    read_checksums,
+    sha256_file,
+    write_checksums,
+)
 from .writer import DEFAULT_COMPRESSION, BlockSink, _check_dtype, make_metadata, prepare_folder
 
 __all__ = ["SplitDatasetWriter", "WriteError", "DiskFullError", "WriterLockedError"]
 
+#: Writers not closed yet. A plain set: each writer is kept alive by its background thread
+#: anyway (a forgotten writer is never garbage collected before the interpreter exits).
+_OPEN_WRITERS: set[SplitDatasetWriter] = set()
+_OPEN_LOCK = threading.Lock()
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-_OPEN_WRITERS: weakref.WeakSet[SplitDatasetWriter] = weakref.WeakSet()
+def _close_forgotten_writers() -> None:
+    """Write out and stop every writer still open when the main thread ends (complete: false).
 
+    Registered with ``threading._register_atexit``: those hooks run when the main thread
+    has finished, *before* ``concurrent.futures`` refuses new work (its own hook, which
+    registered earlier, runs after ours) and before non-daemon threads are joined. The
+    plain ``atexit`` hook, which 1.x used alone, runs after that: the writer's thread then
+    could not compress anything ("cannot schedule new futures after interpreter
+    shutdown") and every frame not yet written was lost.
 
-@atexit.register
-def _close_forgotten_writers() -> None:  # pragma: no cover - runs at interpreter exit
+    Other non-daemon threads may still be appending (an acquisition thread the main one
+    started and left running): they are joined first, as the interpreter would join them
+    anyway, but while blocks can still be compressed. Pool threads of
+    ``concurrent.futures`` are not joined (they only stop after this hook).
+    """
+    if not _OPEN_WRITERS:
+        return
+    try:
+        from concurrent.futures import thread as _cf_thread
+
+        pool_threads = set(getattr(_cf_thread, "_threads_queues", {}))
+    except Exception:  # noqa: BLE001 - pragma: no cover
+        pool_threads = set()
+    main, me = threading.main_thread(), threading.current_thread()
+    for t in threading.enumerate():
+        if t is not main and t is not me and not t.daemon and t not in pool_threads:
+            t.join()
     for w in list(_OPEN_WRITERS):
         try:
             w._shutdown(complete=False)
-        except Exception:
+        except BaseException:  # noqa: BLE001 - nothing can be reported at exit; the others still get written
             pass
 
 
-def _pid_alive(pid: int) -> bool:
+def _close_at_last_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    for w in list(_OPEN_WRITERS):
+        try:
+            w._shutdown(complete=False)
+        except BaseException:  # noqa: BLE001
+            pass
+
+
+try:
+    threading._register_atexit(_close_forgotten_writers)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # pragma: no cover - Python without the hook
+    atexit.register(_close_forgotten_writers)
+atexit.register(_close_at_last_exit)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM while a writer is open: exit like ``sys.exit(143)``, so every frame gets written."""
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm_handler() -> None:
+    """Turn SIGTERM into ``SystemExit`` while writers are open, if nobody else handles it."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - not allowed here
+        pass
+
+
+def _restore_sigterm_handler() -> None:
+    if _OPEN_WRITERS or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):  # pragma: no cover
+        pass
+
+
+def _append_line(root: Path, name: str, digest: str) -> None:
+    """Add one line to ``SHA256SUMS``, never through a symbolic link."""
+    path = root / CHECKSUM_FILENAME
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP or os.path.islink(path):
+            raise UnsafeDatasetError(
+                f"{str(path)!r} is a symbolic link; this package never writes through one (remove it)"
+            ) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeDatasetError(f"{str(path)!r} is not a regular file; refusing to append to it")
+        os.write(fd, f"{digest}  {name}\n".encode())
+    finally:
+        os.close(fd)
 
 
 class SplitDatasetWriter:
@@ -87,6 +181,22 @@ class SplitDatasetWriter:
     checksums
         Record each block's SHA-256 in ``SHA256SUMS`` as it is written (in the background
         thread), for ``split-dataset verify`` and ``sha256sum -c``.
+
+    Notes
+    -----
+    A writer that is never closed is not lost: its background thread keeps it alive until
+    the interpreter exits, which writes every frame appended (``complete: false``). While a
+    writer is open in the main thread and SIGTERM has its default action, SIGTERM raises
+    ``SystemExit(143)`` in the main thread instead of killing the process, so ``with``
+    blocks and this exit path run; the default action is restored when the last writer
+    closes. Only SIGKILL and power loss lose frames: those appended since the last block
+    was completed or the last :meth:`flush` returned.
+
+    The folder is locked (``.split_dataset.writer.lock``, see :mod:`split_dataset.locks`)
+    while the writer runs: a second writer, ``save(..., overwrite=True)`` or ``convert``
+    onto it raise :class:`~split_dataset.errors.WriterLockedError`. A lock left by a
+    writer that died is taken over. ``mode="a"`` reconciles ``SHA256SUMS`` with the blocks
+    it adopts (see :meth:`_reconcile_checksums`).
 
     Examples
     --------
@@ -137,10 +247,11 @@ class SplitDatasetWriter:
         resuming = mode == "a" and (self._root / METADATA_FILENAME).is_file()
         if not self._root.exists():
             prepare_folder(self._root, overwrite)
-        self._take_lock()  # before touching an existing folder: another writer may be using it
+        # before touching an existing folder: another writer may be using it
+        self._lock: WriterLock | None = WriterLock.acquire(self._root)
         try:
             if not resuming:
-                prepare_folder(self._root, overwrite, ignore=(LOCK_FILENAME,))
+                prepare_folder(self._root, overwrite, ignore=(LOCK_FILENAME,), locked=True)
             existing = self._open_existing() if resuming else None
             base_attrs = dict(existing.attrs) if existing is not None else {}
             base_attrs.update(attrs or {})
@@ -157,18 +268,20 @@ class SplitDatasetWriter:
             self._sink = BlockSink(self._root, meta, self._codec, fsync=fsync, checksums=checksums)
             self._sums_on_disk: set[str] = set()
             self._pending_sums: list[str] = []
-            if checksums:
-                old = read_checksums(self._root) if resuming else None
-                self._sink.add_sums(old or {})
-                self._sums_on_disk.update(old or {})
-                if old is None:
-                    self._sink.write_checksums()
             self._buf = np.empty(block, self._dtype)
             self._fill = 0
             self._block = 0
             self._n_frames = 0
             if existing is not None:
                 self._resume_from(existing)
+            if checksums:
+                sums = self._reconcile_checksums(existing) if existing is not None else {}
+                self._sink.add_sums(sums)
+                self._sums_on_disk.update(sums)
+                if existing is None:
+                    self._sink.write_checksums()
+            if existing is not None:
+                existing.close()
             self._frames_safe = self._n_frames
             self._sink.write_metadata(self._meta_for(self._n_frames, complete=False))
         except BaseException:
@@ -176,44 +289,23 @@ class SplitDatasetWriter:
             raise
         self._error: BaseException | None = None
         self._closed = False
+        self._stopping = False
         self._free: queue.Queue[np.ndarray] = queue.Queue()
         for _ in range(queue_depth):
             self._free.put(np.empty(block, self._dtype))
         self._work: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._worker, name=f"split_dataset writer {self._root.name}", daemon=True)
         self._thread.start()
-        _OPEN_WRITERS.add(self)
+        with _OPEN_LOCK:
+            _OPEN_WRITERS.add(self)
+        _install_sigterm_handler()
 
     # ------------------------------------------------------------------ set-up
 
-    def _take_lock(self) -> None:
-        lock = self._root / LOCK_FILENAME
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    host, pid = lock.read_text().split()
-                except (OSError, ValueError):
-                    host, pid = "", "0"
-                if host == socket.gethostname() and not _pid_alive(int(pid)):
-                    lock.unlink(missing_ok=True)  # left by a writer that died
-                    continue
-                raise WriterLockedError(
-                    f"{str(self._root)!r} is being written by process {pid} on {host or '?'} "
-                    f"(lock file {LOCK_FILENAME}); if that writer is gone, delete the lock file"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            self._lock_path: Path | None = lock
-            return
-
     def _release_lock(self) -> None:
-        lock = getattr(self, "_lock_path", None)
+        lock, self._lock = getattr(self, "_lock", None), None
         if lock is not None:
-            lock.unlink(missing_ok=True)
-            self._lock_path = None
+            lock.release()
 
     def _open_existing(self) -> SplitDataset:
         ds = SplitDataset(self._root)
@@ -232,7 +324,76 @@ class SplitDatasetWriter:
         self._block, self._fill = divmod(n, self._fpf)
         if self._fill:  # a partial last block: keep its frames, the next write replaces the file
             self._buf[: self._fill] = ds[self._block * self._fpf : n]
-        ds.close()
+
+    def _reconcile_checksums(self, ds: SplitDataset) -> dict[str, str]:
+        """Make ``SHA256SUMS`` right for the blocks adopted by ``mode="a"``; returns its lines.
+
+        A kill can leave ``SHA256SUMS`` behind the blocks: a block's line is written after
+        the block is renamed into place (while the next block compresses), so the one or
+        two newest blocks may have no line, or the line of the shorter partial block that a
+        longer one replaced. So:
+
+        - a block without a line gets one once it was decoded in full through the reader;
+        - the last two adopted blocks are hashed, and a line that disagrees is replaced if
+          the block decodes in full (a partial block replaced after a kill), else kept (so
+          ``verify`` reports the damage);
+        - lines of earlier blocks are kept as they are (checking them would read the whole
+          dataset; ``verify`` does that);
+        - lines of this dataset's block names beyond the adopted blocks are dropped (they
+          are written again with those blocks).
+
+        A block that does not decode gets no line, and a ``RuntimeWarning``: nothing that can
+        be found damaged by decoding is ever blessed with a checksum.
+        """
+        root = self._root
+        path = root / CHECKSUM_FILENAME
+        if os.path.islink(path):
+            raise UnsafeDatasetError(
+                f"{str(path)!r} is a symbolic link; this package never writes through one (replace it "
+                "with the dataset's own SHA256SUMS, or remove it to have the checksums recomputed)"
+            )
+        old = read_checksums(root) if os.path.lexists(path) else None
+        sums = dict(old or {})
+        n_blocks = -(-self._n_frames // self._fpf)
+        for name in list(sums):
+            stem = name[: -len(".h5")] if name.endswith(".h5") else ""
+            if stem.isdigit() and len(stem) >= 4 and int(stem) >= n_blocks:
+                del sums[name]
+        for index in range(n_blocks):
+            name = block_name(index)
+            recorded = sums.get(name)
+            if recorded is not None and index < n_blocks - 2:
+                continue
+            file = root / name
+            try:
+                regular = stat.S_ISREG(os.lstat(file).st_mode)
+                actual = sha256_file(file) if regular else None
+            except OSError:
+                actual = None
+            if actual is not None and actual == recorded:
+                continue
+            if actual is not None and self._decodes(ds, index):
+                sums[name] = actual
+                continue
+            warnings.warn(
+                f"{str(file)!r}: block {index} {'is not a regular file' if actual is None else 'does not decode'}"
+                f"{'' if recorded is None else ' and differs from its line in SHA256SUMS'}; it gets no new "
+                "checksum (split-dataset verify reports it)",
+                RuntimeWarning, stacklevel=3,
+            )
+        if sums != old:
+            write_checksums(root, sums, fsync=self._sink.fsync)  # atomic: replaces the file, never writes through it
+        return sums
+
+    def _decodes(self, ds: SplitDataset, index: int) -> bool:
+        """Whether block `index` decodes in full through the reader (a frame at a time)."""
+        lo, hi = index * self._fpf, min((index + 1) * self._fpf, ds.shape[0])
+        try:
+            for t in range(lo, hi):
+                ds[t]
+        except Exception:  # noqa: BLE001 - any failure to decode means: do not bless it
+            return False
+        return True
 
     def _meta_for(self, n_frames: int, complete: bool) -> Metadata:
         return self._meta.replace(shape=(n_frames,) + self._frame_shape, complete=complete)
@@ -296,7 +457,7 @@ class SplitDatasetWriter:
             write_checksums(self._root, {n: sink.digest(n) for n in listed}, fsync=False)
         else:
             for name in names:
-                append_checksum(self._root, name, sink.digest(name), fsync=False)
+                _append_line(self._root, name, sink.digest(name))
         self._sums_on_disk.update(names)
         self._pending_sums = [] if everything else pending[-1:]
 
@@ -337,6 +498,8 @@ class SplitDatasetWriter:
                 f"{', '.join(map(str, self._frame_shape))}), got {arr.shape}"
             )
         pos, total = 0, arr.shape[0]
+        if self._buf is None:  # a wait for a free buffer was interrupted
+            self._buf = self._next_buffer()
         while pos < total:
             k = min(self._fpf - self._fill, total - pos)
             self._buf[self._fill : self._fill + k] = arr[pos : pos + k]
@@ -347,11 +510,14 @@ class SplitDatasetWriter:
                 self._submit_full()
 
     def _submit_full(self) -> None:
-        full = self._buf
-        self._buf = self._next_buffer()
-        self._work.put((self._block, full, self._fpf, True))
-        self._block += 1
+        # ordered so that an exception raised between two statements (Ctrl-C, SIGTERM) loses
+        # nothing: the full block is queued first; until _fill is reset a shutdown would queue
+        # the same block again (harmless), and a new buffer is taken last
+        self._work.put((self._block, self._buf, self._fpf, True))
         self._fill = 0
+        self._block += 1
+        self._buf = None  # type: ignore[assignment]
+        self._buf = self._next_buffer()
 
     def _next_buffer(self) -> np.ndarray:
         while True:  # backpressure: wait for the worker to return a buffer
@@ -368,7 +534,7 @@ class SplitDatasetWriter:
         A partial block is written as a shorter file, replaced atomically as it fills.
         """
         self._check_open()
-        if self._fill:
+        if self._fill and self._buf is not None:
             self._work.put((self._block, self._buf[: self._fill].copy(), self._fill, False))
         self._work.join()
         self._raise_if_failed()
@@ -382,17 +548,29 @@ class SplitDatasetWriter:
     def _shutdown(self, complete: bool) -> None:
         if self._closed:
             return
+        interrupted: BaseException | None = None
         try:
-            if self._fill and self._error is None:
-                self._work.put((self._block, self._buf, self._fill, False))
-            self._work.put(None)
-            self._thread.join()
+            if not self._stopping:  # queue the partial block and the stop marker (once)
+                if self._fill and self._error is None and self._buf is not None:
+                    self._work.put((self._block, self._buf, self._fill, False))
+                self._work.put(None)
+                self._stopping = True
+            while self._thread.is_alive():
+                try:
+                    self._thread.join()
+                except BaseException as e:  # noqa: BLE001 - Ctrl-C again: the frames still get written
+                    interrupted = e
             if self._error is None:
                 self._sink.write_metadata(self._meta_for(self._n_frames, complete=complete))
         finally:
-            self._closed = True
-            _OPEN_WRITERS.discard(self)
-            self._release_lock()
+            if not self._thread.is_alive():
+                self._closed = True
+                with _OPEN_LOCK:
+                    _OPEN_WRITERS.discard(self)
+                self._release_lock()
+                _restore_sigterm_handler()
+        if interrupted is not None:
+            raise interrupted
         self._raise_if_failed()
 
     def abort(self) -> None:

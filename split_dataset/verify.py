@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .dataset import SplitDataset, TruncatedDatasetWarning, choose_prefix, read_metadata, resolve_root
-from .errors import CorruptBlockError, MetadataError, SplitDatasetError
+from .errors import CorruptBlockError, MetadataError
+from .locks import LOCK_FILENAME, live_writer, writer_gone
 from .grid import BlockGrid
 from .metadata import Metadata
 from .storage import (
@@ -33,6 +35,7 @@ from .storage import (
     SHUFFLE_CODES,
     CHECKSUM_FILENAME,
     METADATA_FILENAME,
+    BlockHandle,
     open_block,
     block_name,
     pool,
@@ -48,7 +51,6 @@ Progress = Callable[[int, int], None]
 
 #: Bytes decoded at a time while verifying a block (bounds memory for very large blocks).
 _DECODE_BYTES = 64 << 20
-_WRITER_LOCK = ".split_dataset.writer.lock"
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,9 @@ class Problem:
         ``"missing"`` (a block file the metadata describes is not there), ``"corrupt"``
         (cannot be opened or decoded), ``"mismatch"`` (shape or dtype differ from the
         metadata), ``"checksum"`` (the bytes changed since the block was written),
-        ``"no-checksum"`` (``SHA256SUMS`` exists but has no line for this block) or
-        ``"metadata"`` (the metadata cannot be read).
+        ``"no-checksum"`` (``SHA256SUMS`` exists but has no line for this block),
+        ``"metadata"`` (the metadata cannot be read) or ``"open"`` (opening the dataset with
+        :class:`~split_dataset.SplitDataset` raises; the message names the exception).
     message
         One human-readable sentence.
     """
@@ -88,6 +91,10 @@ class VerifyReport:
         Block files opened and decoded in full.
     checksums_available
         Whether the folder has a ``SHA256SUMS`` file (datasets from older writers do not).
+    n_checksums_matched
+        Blocks whose SHA-256 was computed and equals their line in ``SHA256SUMS``
+        (``n_blocks`` when every checksum was verified; fewer when some failed, could not be
+        computed, or the block is missing).
     problems
         Every missing, corrupt or inconsistent file, in file order.
     notes
@@ -98,6 +105,7 @@ class VerifyReport:
     n_blocks: int = 0
     n_checked: int = 0
     checksums_available: bool = False
+    n_checksums_matched: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -105,6 +113,12 @@ class VerifyReport:
     def ok(self) -> bool:
         """True only if every block is present, decodes, matches the metadata and its checksum."""
         return not self.problems
+
+    @property
+    def checksums_verified(self) -> bool:
+        """True only if ``SHA256SUMS`` exists and every block's SHA-256 was computed and matches it."""
+        return self.checksums_available and self.n_checksums_matched == self.n_blocks and not any(
+            p.kind in ("checksum", "no-checksum") for p in self.problems)
 
     @property
     def damaged_files(self) -> list[str]:
@@ -119,23 +133,29 @@ class VerifyReport:
             "n_blocks": self.n_blocks,
             "n_checked": self.n_checked,
             "checksums_available": self.checksums_available,
+            "checksums_matched": self.n_checksums_matched,
+            "checksums_verified": self.checksums_verified,
             "problems": [{"file": p.file, "kind": p.kind, "message": p.message} for p in self.problems],
             "notes": list(self.notes),
         }
 
 
-def _decode_fully(dset: Any) -> None:
-    """Read every element of an h5py dataset, a slab of whole chunks at a time."""
-    if dset.size == 0:
+def _decode_fully(handle: BlockHandle, shape: tuple[int, ...]) -> None:
+    """Decode ``block[:shape]`` through the package's reader, a slab of whole chunks at a time.
+
+    Never HDF5's own blosc filter (which trusts damaged headers), never more than `shape`
+    (what the metadata justifies), at most about ``_DECODE_BYTES`` at a time.
+    """
+    if not shape or math.prod(shape) == 0:
         return
-    if dset.ndim == 0:
-        dset[()]
-        return
-    row = max(1, math.prod(dset.shape[1:]) * dset.dtype.itemsize)
-    unit = dset.chunks[0] if dset.chunks else 1
+    row = max(1, math.prod(shape[1:]) * handle.dtype.itemsize)
+    unit = handle.chunks[0] if handle.chunks else 1
     step = max(unit, (_DECODE_BYTES // row) // unit * unit)
-    for start in range(0, dset.shape[0], step):
-        dset[start : start + step]
+    rest = tuple(slice(0, n) for n in shape[1:])
+    buf = np.empty((min(step, shape[0]),) + tuple(shape[1:]), handle.dtype)
+    for start in range(0, shape[0], step):
+        stop = min(start + step, shape[0])
+        handle.read((slice(start, stop),) + rest, buf, (slice(0, stop - start),) + rest)
 
 
 def verify(
@@ -200,15 +220,21 @@ def verify(
         report.problems.append(Problem(name, "metadata", f"the metadata cannot be read: {e}"))
         return report
 
-    # what a reader would say when opening it (a stopped acquisition, say)
+    # what a reader would say when opening it (a stopped acquisition, say); whatever stops
+    # SplitDataset from opening it is a problem, even if the block checks below find nothing
     reader_dtype: np.dtype | None = None
+    open_problem: Problem | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             with SplitDataset(root, prefix) as ds:
                 reader_dtype = ds.dtype
-        except (SplitDatasetError, OSError, ValueError):
-            pass  # every block is checked below; the failing one is named there
+        except Exception as e:  # noqa: BLE001 - any exception opening it is reported, never swallowed
+            culprit = getattr(e, "path", None)
+            open_problem = Problem(
+                Path(culprit).name if culprit is not None else meta_file, "open",
+                f"opening the dataset (split_dataset.open) raises {type(e).__name__}: {_one_line(e)}",
+            )
     for w in caught:
         if issubclass(w.category, TruncatedDatasetWarning):
             report.notes.append(str(w.message).replace(f"{str(root)!r}: ", ""))
@@ -222,8 +248,17 @@ def verify(
             f"checksums not available: no {CHECKSUM_FILENAME} (written by an older writer); every block was "
             "decoded and checked against the metadata, but a changed byte that still decodes cannot be detected"
         )
-    if (root / _WRITER_LOCK).exists():
-        report.notes.append(f"a writer holds this dataset ({_WRITER_LOCK} exists): it may still be growing")
+    holder = live_writer(root)
+    if holder is not None:
+        report.notes.append(f"a writer holds this dataset ({holder}, lock file {LOCK_FILENAME}): it may still be growing")
+    else:
+        gone = writer_gone(root)
+        if gone is not None:
+            report.notes.append(
+                f"the writer that held this dataset is gone: {gone} no longer runs (its lock file {LOCK_FILENAME} "
+                "remains, and is taken over by the next writer); the frames it wrote are readable. To continue "
+                "the acquisition: SplitDatasetWriter(path, frame_shape, dtype, frames_per_file, mode=\"a\")"
+            )
     if meta.complete is False:
         report.notes.append("the metadata marks the acquisition as not complete (still running, or stopped early)")
 
@@ -255,6 +290,8 @@ def verify(
             report.problems.append(
                 Problem(name, "mismatch", f"block {grid.coords(index)} holds {dt}; {where} {expected_dtype}")
             )
+    if open_problem is not None:
+        report.problems.append(open_problem)
     report.problems.sort(key=lambda p: (p.file != meta_file, len(p.file), p.file))
 
     if sums is not None:
@@ -283,6 +320,14 @@ def _check_block(
     found_dtypes: dict[int, np.dtype],
 ) -> None:
     name = path.name
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as e:
+        report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be examined: {_one_line(e)}"))
+        return
+    if not regular:  # a FIFO, a device, a folder: never opened, never read
+        report.problems.append(Problem(name, "corrupt", f"block {coords} is not a regular file"))
+        return
     digest = pool().submit(sha256_file, path) if sums is not None and name in sums else None
     try:
         handle = open_block(path, coords, path.parent, meta.data_key, 1 << 20)
@@ -295,17 +340,21 @@ def _check_block(
             shape = tuple(handle.shape)
             ok_shape = shape == expected
             if not ok_shape and meta.complete is False and coords[0] == grid.grid_shape[0] - 1:
-                ok_shape = shape[1:] == expected[1:] and shape[0] >= expected[0]  # a live writer's growing block
+                ok_shape = (len(shape) == len(expected) and shape[1:] == expected[1:]
+                            and shape[0] >= expected[0])  # a live writer's growing block
             if not ok_shape:
                 report.problems.append(
-                    Problem(name, "mismatch", f"block {coords} holds an array of shape {shape}; the metadata says {expected}")
+                    Problem(name, "mismatch", f"block {coords} holds an array of shape {shape}; the metadata says "
+                            f"{expected} (not decoded)")
                 )
             found_dtypes[index] = handle.dtype
-            try:
-                _decode_fully(handle.dset)
-                report.n_checked += 1
-            except Exception as e:  # noqa: BLE001 - a block that does not decode is corrupt, whatever h5py raised
-                report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
+            ok_dtype = meta.dtype is None or handle.dtype == meta.dtype  # else reported with the other dtypes
+            if ok_shape and ok_dtype:  # decode only what the metadata describes, and only if it fits
+                try:
+                    _decode_fully(handle, expected)
+                    report.n_checked += 1
+                except Exception as e:  # noqa: BLE001 - a block that does not decode is corrupt, whatever raised
+                    report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
         finally:
             handle.close()
     if sums is None:
@@ -325,6 +374,8 @@ def _check_block(
             Problem(name, "checksum", f"SHA-256 {actual[:12]}... differs from {sums[name][:12]}... recorded in "
                     f"{CHECKSUM_FILENAME} when the block was written: the file changed since")
         )
+    else:
+        report.n_checksums_matched += 1
 
 
 def _one_line(e: BaseException) -> str:

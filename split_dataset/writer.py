@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .dataset import SplitDataset
 from .errors import BlockMismatchError
 from .grid import BlockGrid
+from .locks import LOCK_FILENAME, WriterLock, refuse_if_written
 from .metadata import Metadata
 from .storage import (
     CHECKSUM_FILENAME,
@@ -30,7 +32,7 @@ from .storage import (
     write_json_atomic,
 )
 
-__all__ = ["save", "default_shape_block", "DEFAULT_COMPRESSION", "BlockSink"]
+__all__ = ["save", "default_shape_block", "DEFAULT_COMPRESSION", "BlockSink", "like_metadata", "claim_folder"]
 
 #: The default codec: blosc with lz4 and byte shuffle. PyTables/flammkuchen read it; on noisy
 #: camera data it matches the old blosclz level 9 in size and speed, on dimmer data it is smaller
@@ -74,10 +76,21 @@ def _check_dtype(dtype: np.dtype) -> np.dtype:
     return dtype
 
 
-def prepare_folder(path: Path, overwrite: bool, ignore: tuple[str, ...] = ()) -> None:
+def prepare_folder(path: Path, overwrite: bool, ignore: tuple[str, ...] = (), *, locked: bool = False) -> None:
     """Create `path`, refusing a non-empty folder unless `overwrite` (then only our files go).
 
     Files named in `ignore` (the caller's own lock file) do not make the folder non-empty.
+    Before deleting anything, a folder held by a live writer is refused
+    (:class:`~split_dataset.errors.WriterLockedError`) unless `locked` (the caller holds
+    that lock itself). Deleting never follows a symbolic link: a link among the old files
+    is removed, not its target.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "new"
+    >>> prepare_folder(p, overwrite=False); p.is_dir()
+    True
     """
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{str(path)!r} exists and is a file, not a folder")
@@ -86,19 +99,119 @@ def prepare_folder(path: Path, overwrite: bool, ignore: tuple[str, ...] = ()) ->
             raise FileExistsError(
                 f"{str(path)!r} exists and is not empty; pass overwrite=True to replace the dataset in it"
             )
+        if not locked:
+            refuse_if_written(path, "replace the dataset in it")
         meta = path / METADATA_FILENAME
         n_old: int | None = None
-        if meta.exists():
-            try:
-                n_old = _n_blocks_claimed(meta)
-            except (ValueError, OSError):
-                n_old = None
-            meta.unlink()  # first: the folder no longer claims the old blocks
-        (path / CHECKSUM_FILENAME).unlink(missing_ok=True)
+        if os.path.lexists(meta):
+            if not meta.is_symlink():
+                try:
+                    n_old = _n_blocks_claimed(meta)
+                except (ValueError, OSError):
+                    n_old = None
+            meta.unlink()  # first: the folder no longer claims the old blocks (a link: the link goes)
+        (path / CHECKSUM_FILENAME).unlink(missing_ok=True)  # unlink never follows a link
         for index, name in scan_block_files(path).get("", {}).items():  # only our own names
             if n_old is None or index < n_old:
-                (path / name).unlink()
+                (path / name).unlink(missing_ok=True)
     path.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def claim_folder(root: Path, overwrite: bool) -> Iterator[None]:
+    """Create or empty `root` for a new dataset and hold its writer lock while the block runs.
+
+    A folder held by a live writer raises :class:`~split_dataset.errors.WriterLockedError`
+    before anything is deleted, and no writer can start in it until the block exits.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp()) / "ds"
+    >>> with claim_folder(root, overwrite=False):
+    ...     pass
+    >>> sorted(p.name for p in root.iterdir())
+    []
+    """
+    if not overwrite:  # refused before a lock file is put in someone's folder
+        prepare_folder(root, overwrite=False, ignore=(LOCK_FILENAME,))
+    elif root.exists() and not root.is_dir():
+        raise FileExistsError(f"{str(root)!r} exists and is a file, not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock.acquire(root)
+    try:
+        prepare_folder(root, overwrite, ignore=(LOCK_FILENAME,), locked=True)
+        yield
+    finally:
+        lock.release()
+
+
+def like_metadata(
+    like: Any,
+    ndim: int,
+    *,
+    resolution: Sequence[float] | None = None,
+    units: Sequence[str] | None = None,
+    axis_order: str | None = None,
+    frame_interval: float | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Physical metadata for a new `ndim`-axis dataset derived from `like` (a dataset or its path).
+
+    Explicit arguments win. Axes map as follows: the same number of axes, one to one; a
+    different number and an explicit `axis_order`, by letter (``"tyx"`` from ``"tzyx"``
+    takes the t, y and x values; a letter `like` lacks raises ``ValueError``); otherwise
+    fewer axes take `like`'s trailing axes (a mean over time of ``tzyx`` is ``zyx``), and
+    more axes raise ``ValueError``. ``frame_interval`` is copied only when axis 0 maps to
+    `like`'s axis 0. ``attrs`` are `like`'s updated with the explicit ones.
+
+    Examples
+    --------
+    >>> import numpy as np, split_dataset, tempfile, os
+    >>> src = split_dataset.save(np.zeros((4, 2, 3, 3), "u1"), os.path.join(tempfile.mkdtemp(), "s"),
+    ...                          resolution=(0.5, 2, 0.3, 0.3), frame_interval=0.5, attrs={"fish": 1})
+    >>> m = like_metadata(src, 3)
+    >>> m["resolution"], m["axis_order"], m["frame_interval"], m["attrs"]
+    ((2.0, 0.3, 0.3), 'zyx', None, {'fish': 1})
+    >>> like_metadata(src, 3, axis_order="tyx")["resolution"]
+    (0.5, 0.3, 0.3)
+    """
+    ds = like if isinstance(like, SplitDataset) else SplitDataset(like)
+    try:
+        src_order, src_ndim = ds.axis_order, ds.ndim
+        if src_ndim == ndim:
+            axes = list(range(ndim))
+        elif axis_order is not None:
+            if len(axis_order) != ndim:
+                raise ValueError(f"axis_order must have {ndim} letters, got {axis_order!r}")
+            missing = [c for c in axis_order if c not in src_order]
+            if missing:
+                raise ValueError(
+                    f"like= has axes {src_order!r}: no value for axis {missing[0]!r} of axis_order {axis_order!r}; "
+                    "pass resolution= (and units=) yourself"
+                )
+            axes = [src_order.index(c) for c in axis_order]
+        elif ndim < src_ndim:
+            axes = list(range(src_ndim - ndim, src_ndim))
+        else:
+            raise ValueError(
+                f"like= has {src_ndim} axes ({src_order!r}), the new dataset {ndim}: pass axis_order= to map "
+                "them by letter, or resolution= yourself"
+            )
+        res, uni = ds.resolution, ds.units
+        merged = dict(ds.attrs)
+        merged.update(attrs or {})
+        return {
+            "resolution": tuple(resolution) if resolution is not None else tuple(float(res[a]) for a in axes),
+            "units": tuple(units) if units is not None else (tuple(uni[a] for a in axes) if uni else None),
+            "axis_order": axis_order if axis_order is not None else "".join(src_order[a] for a in axes),
+            "frame_interval": frame_interval if frame_interval is not None else (
+                ds.frame_interval if axes[0] == 0 else None),
+            "attrs": merged,
+        }
+    finally:
+        if not isinstance(like, SplitDataset):
+            ds.close()
 
 
 def _n_blocks_claimed(meta_path: Path) -> int:
@@ -274,6 +387,7 @@ def save(
     chunks: Sequence[int] | None = None,
     units: Sequence[str] | None = None,
     frame_interval: float | None = None,
+    like: SplitDataset | str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     fsync: bool = True,
     checksums: bool = True,
@@ -290,7 +404,10 @@ def save(
         (see :func:`split_dataset.dask_adapter.save_dask`).
     path
         Folder to create. A non-empty folder raises ``FileExistsError`` unless
-        `overwrite` (which removes only the old dataset's own files).
+        `overwrite` (which removes only the old dataset's own files). A folder that a
+        live :class:`~split_dataset.SplitDatasetWriter` holds raises
+        :class:`~split_dataset.errors.WriterLockedError`, even with `overwrite`; the
+        folder is locked the same way while `save` writes it.
     shape_block
         Block shape; ``None`` entries (or missing trailing ones) mean the whole axis.
         Default: :func:`default_shape_block` (about 64 MiB, whole frames per file).
@@ -301,6 +418,12 @@ def save(
         Physical size per axis and its unit (``("s", "um", "um", "um")``), axis letters
         (default ``tzyx``/``zyx``/``yx``...), seconds between frames along axis 0, and
         JSON-serialisable user metadata, all stored in ``stack_metadata.json``.
+    like
+        A dataset (or its path) whose resolution, units, axis order, frame interval and
+        attrs the new one takes, for results derived from it; explicit arguments win, and
+        attrs are merged. With fewer axes than `like` (a mean over time), the trailing
+        axes' values are taken, or those of the letters of an explicit `axis_order`
+        (see :func:`like_metadata`).
     chunks
         HDF5 chunk shape inside each block file. Default: one image plane (the last two
         axes), so reading one frame decodes only that frame.
@@ -328,7 +451,8 @@ def save(
 
         return save_dask(data, path, shape_block, compression=compression, resolution=resolution,  # type: ignore[no-any-return]
                          axis_order=axis_order, attrs=attrs, chunks=chunks, units=units,
-                         frame_interval=frame_interval, overwrite=overwrite, fsync=fsync, checksums=checksums)
+                         frame_interval=frame_interval, like=like, overwrite=overwrite, fsync=fsync,
+                         checksums=checksums)
     if not (hasattr(data, "shape") and hasattr(data, "dtype") and hasattr(data, "__getitem__")):
         data = np.asarray(data)
     dtype = _check_dtype(data.dtype)
@@ -336,15 +460,18 @@ def save(
     if len(shape) == 0:
         raise ValueError("cannot save a 0-dimensional array as a split dataset")
     codec = Codec.parse(compression)
-    meta = make_metadata(shape, dtype, shape_block, codec, resolution=resolution, axis_order=axis_order,
-                         attrs=attrs, chunks=chunks, units=units, frame_interval=frame_interval)
+    physical: dict[str, Any] = dict(resolution=resolution, axis_order=axis_order, attrs=attrs, units=units,
+                                    frame_interval=frame_interval)
+    if like is not None:
+        physical = like_metadata(like, len(shape), **physical)
+    meta = make_metadata(shape, dtype, shape_block, codec, chunks=chunks, **physical)
     root = Path(path)
-    prepare_folder(root, overwrite)
-    sink = BlockSink(root, meta, codec, fsync=fsync, checksums=checksums, defer_fsync=True)
-    for index, coords in enumerate(sink.grid.iter_coords()):
-        block = np.asarray(data[sink.grid.block_slices(coords)])
-        sink.write(index, block.astype(dtype, copy=False) if block.dtype != dtype else block)
-    sink.write_checksums()
-    sink.write_metadata()
+    with claim_folder(root, overwrite):
+        sink = BlockSink(root, meta, codec, fsync=fsync, checksums=checksums, defer_fsync=True)
+        for index, coords in enumerate(sink.grid.iter_coords()):
+            block = np.asarray(data[sink.grid.block_slices(coords)])
+            sink.write(index, block.astype(dtype, copy=False) if block.dtype != dtype else block)
+        sink.write_checksums()
+        sink.write_metadata()
     return SplitDataset(root)
 

@@ -1,0 +1,217 @@
+"""The writer lock: OS-locked lock files, stale-lock takeover (raced on purpose), old-style locks, links."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import split_dataset
+from split_dataset import SplitDataset, SplitDatasetWriter
+from split_dataset.errors import WriterLockedError
+from split_dataset.locks import LOCK_FILENAME, WriterLock, live_writer, refuse_if_written, writer_gone
+
+TESTS = str(Path(__file__).parent)
+
+
+def dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def killed_holder(root: Path) -> int:
+    """A process that takes the lock of `root` and is SIGKILLed holding it; its pid."""
+    code = f"from split_dataset.locks import WriterLock; import time; l = WriterLock.acquire({str(root)!r}); " \
+           "print('held', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    assert live_writer(root) == f"process {proc.pid} on {socket.gethostname()}"
+    proc.kill()
+    proc.wait()
+    return proc.pid
+
+
+def test_lock_is_held_and_released(tmp_path) -> None:
+    lock = WriterLock.acquire(tmp_path)
+    assert (tmp_path / LOCK_FILENAME).read_text().split() == [socket.gethostname(), str(os.getpid()), "flock"]
+    assert live_writer(tmp_path) == f"process {os.getpid()} on {socket.gethostname()}"
+    with pytest.raises(WriterLockedError, match=f"process {os.getpid()}"):
+        WriterLock.acquire(tmp_path)  # flock is per open file: a second lock in one process conflicts too
+    with pytest.raises(WriterLockedError, match="refusing to replace it"):
+        refuse_if_written(tmp_path, "replace it")
+    lock.release()
+    lock.release()  # idempotent
+    assert not (tmp_path / LOCK_FILENAME).exists() and live_writer(tmp_path) is None
+
+
+def test_live_writer_asks_the_os_lock_not_the_pid(tmp_path) -> None:
+    """A SIGKILLed holder leaves its file; the kernel dropped its lock, so it is not live."""
+    pid = killed_holder(tmp_path)
+    assert (tmp_path / LOCK_FILENAME).exists()
+    assert live_writer(tmp_path) is None
+    assert writer_gone(tmp_path) == f"process {pid} on {socket.gethostname()}"
+    refuse_if_written(tmp_path, "replace it")  # no live writer: allowed
+    lock = WriterLock.acquire(tmp_path)  # taken over
+    assert live_writer(tmp_path) == f"process {os.getpid()} on {socket.gethostname()}"
+    lock.release()
+
+
+def test_live_writer_does_not_drop_the_holders_lock(tmp_path) -> None:
+    """Asking closes its own descriptor only: the writer's flock survives (lockf would not)."""
+    lock = WriterLock.acquire(tmp_path)
+    for _ in range(3):
+        assert live_writer(tmp_path) is not None
+    code = f"from split_dataset.locks import live_writer; print(live_writer({str(tmp_path)!r}))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+    assert other == f"process {os.getpid()} on {socket.gethostname()}"
+    lock.release()
+
+
+@pytest.mark.parametrize("alive", [True, False])
+def test_lock_files_of_older_versions_are_honoured(tmp_path, alive) -> None:
+    """'host pid' without an OS lock (split_dataset before the flock): live while that pid runs."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) if alive else None
+    pid = sleeper.pid if sleeper else dead_pid()
+    try:
+        (tmp_path / LOCK_FILENAME).write_text(f"{socket.gethostname()} {pid}")
+        if alive:
+            assert live_writer(tmp_path) == f"process {pid} on {socket.gethostname()}"
+            with pytest.raises(WriterLockedError, match=f"process {pid}"):
+                WriterLock.acquire(tmp_path)
+        else:
+            assert live_writer(tmp_path) is None
+            WriterLock.acquire(tmp_path).release()
+    finally:
+        if sleeper:
+            sleeper.kill()
+            sleeper.wait()
+
+
+def test_lock_of_another_host_without_os_lock_is_honoured(tmp_path) -> None:
+    (tmp_path / LOCK_FILENAME).write_text("some-other-host 1234")
+    assert live_writer(tmp_path) == "process 1234 on some-other-host"
+    with pytest.raises(WriterLockedError, match="some-other-host"):
+        WriterLock.acquire(tmp_path)
+
+
+def test_a_link_in_place_of_the_lock_file_is_never_written_through(tmp_path) -> None:
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("precious")
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / LOCK_FILENAME).symlink_to(target)
+    assert live_writer(root) is not None
+    with pytest.raises(WriterLockedError, match="symbolic link"):
+        WriterLock.acquire(root)
+    assert target.read_text() == "precious"
+
+
+# ----------------------------------------------------------------------------- races
+
+RACER = textwrap.dedent(r"""
+    import os, sys, time, numpy as np
+    sys.path.insert(0, {tests!r})
+    import split_dataset.locks as locks
+    from split_dataset import SplitDatasetWriter
+    from split_dataset.errors import WriterLockedError
+    from test_stream import frames, FRAME
+    locks._before_takeover = lambda: time.sleep({pause})  # widen the window between reading and acting
+    barrier, n = {barrier!r}, {n}
+    def count(kind):
+        return sum(1 for f in os.listdir(barrier) if f.startswith(kind))
+    open(os.path.join(barrier, f"ready.{{os.getpid()}}"), "w").close()
+    t0 = time.time()
+    while count("ready") < n and time.time() - t0 < 60:  # everyone imported: go together
+        time.sleep(0.001)
+    try:
+        w = SplitDatasetWriter({path!r}, FRAME, np.uint16, 4, mode="a", fsync=False)
+    except WriterLockedError as e:
+        open(os.path.join(barrier, f"done.{{os.getpid()}}"), "w").close()
+        print("locked", e, flush=True)
+        sys.exit(0)
+    k = w.n_frames
+    w.append(frames(k, 5))
+    t0 = time.time()
+    while count("done") < n - 1 and time.time() - t0 < 60:  # hold the lock until all the others tried
+        time.sleep(0.01)
+    w.close()
+    print("won", k, flush=True)
+""")
+
+
+def race(tmp_path: Path, n_procs: int, pause: float = 0.3) -> None:
+    """`n_procs` writers start on a dead writer's lock at the same moment: exactly one wins, no frame is lost."""
+    from test_stream import frames
+
+    path = tmp_path / "acq"
+    with SplitDatasetWriter(path, (3, 8, 6), np.uint16, 4, fsync=False) as w:
+        w.append(frames(0, 6))
+    killed_holder(path)  # the stale lock: its holder died (SIGKILL)
+    assert (path / LOCK_FILENAME).exists()
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    code = RACER.format(tests=TESTS, path=str(path), barrier=str(barrier), n=n_procs, pause=pause)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(n_procs)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    won = [o[0] for o in outs if o[0].startswith("won")]
+    assert len(won) == 1, [o[0] for o in outs]
+    assert all(o[0].startswith("locked") for o in outs if not o[0].startswith("won"))
+    ds = SplitDataset(path)
+    assert ds.shape[0] == 11 and ds.complete is True
+    np.testing.assert_array_equal(ds[:], frames(0, 11))
+    assert not (path / LOCK_FILENAME).exists()
+    from split_dataset.verify import verify
+
+    assert verify(path).ok
+
+
+def test_stale_lock_race_has_one_winner(tmp_path) -> None:
+    race(tmp_path, 4)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("round_", range(6))
+def test_stale_lock_race_has_one_winner_full(tmp_path, round_) -> None:
+    race(tmp_path, 10, pause=[0.0, 0.05, 0.3][round_ % 3])
+
+
+def test_lock_released_and_recreated_during_takeover(tmp_path, monkeypatch) -> None:
+    """A taker that opened a lock file which was released and replaced meanwhile must not use it."""
+    import split_dataset.locks as locks
+
+    root = tmp_path
+    first = WriterLock.acquire(root)
+    events: list[str] = []
+    holder: list[WriterLock] = []
+
+    def meanwhile() -> None:  # between our open() and our flock(): the holder leaves, another comes
+        if not events:
+            events.append("swap")
+            first.release()
+            holder.append(WriterLock._acquire_os_locked(root / LOCK_FILENAME, 3))
+
+    monkeypatch.setattr(locks, "_before_takeover", meanwhile)
+    with pytest.raises(WriterLockedError, match=f"process {os.getpid()}"):
+        WriterLock.acquire(root)  # it must see the newcomer's lock, not take the released file
+    assert events == ["swap"] and holder[0].held
+    holder[0].release()
+
+
+def test_sigterm_of_a_lock_holder_releases(tmp_path) -> None:
+    code = f"from split_dataset.locks import WriterLock; import time; l = WriterLock.acquire({str(tmp_path)!r}); " \
+           "print('held', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait()
+    assert live_writer(tmp_path) is None
