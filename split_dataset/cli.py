@@ -58,7 +58,12 @@ def _err(message: str) -> None:
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
+    try:
+        text = " ".join(str(e).split())
+    except Exception:  # an exception whose str() fails (a huge int in its arguments, say)
+        text = ""
+    if len(text) > 2000:
+        text = text[:1997] + "..."
     if isinstance(e, KeyError) and text.startswith(("'", '"')):
         text = text[1:-1]
     return text or type(e).__name__
@@ -75,17 +80,53 @@ def _exit_code(e: BaseException) -> int | None:
         CorruptBlockError,
         MetadataError,
         MissingBlockError,
+        NotASplitDatasetError,
+        SplitDatasetError,
         UnsafeDatasetError,
+        WriteError,
     )
 
-    if isinstance(e, (CorruptBlockError, MissingBlockError, BlockMismatchError, UnsafeDatasetError, MetadataError)):
-        return EXIT_DAMAGED  # the data on disk is damaged (checked first: these subclass ValueError, OSError)
+    if isinstance(e, (CorruptBlockError, MissingBlockError, BlockMismatchError, UnsafeDatasetError, MetadataError,
+                      WriteError)):
+        return EXIT_DAMAGED  # the data on disk is damaged, or writing failed (checked first: these subclass
+        #                      ValueError, OSError, FileNotFoundError)
+    if isinstance(e, NotASplitDatasetError):
+        return EXIT_USAGE  # a path that holds no dataset: bad input
     if isinstance(e, (ValueError, TypeError, LookupError, ImportError, FileNotFoundError, FileExistsError,
                       NotADirectoryError, IsADirectoryError)):
-        return EXIT_USAGE
-    if isinstance(e, OSError):
-        return EXIT_DAMAGED
+        return EXIT_USAGE  # (WriterLockedError and InvalidIndexError are among these)
+    if isinstance(e, (OSError, SplitDatasetError, RecursionError, MemoryError, OverflowError)):
+        return EXIT_DAMAGED  # reading or writing failed, or input too large or too deep to handle
     return None
+
+
+def _message(e: BaseException) -> str:
+    """One line for the user: the exception's own text, with a cause for the bare builtins."""
+    text = _one_line(e)
+    if isinstance(e, MemoryError):
+        return f"out of memory{': ' + text if text != 'MemoryError' else ''}"
+    if isinstance(e, RecursionError):
+        return f"the input is nested too deeply to handle ({text})"
+    if isinstance(e, OverflowError):
+        return f"a number in the input is too large ({text})"
+    return text
+
+
+def _json_default(o: Any) -> Any:
+    """JSON for the values of info/verify dicts that are not plain JSON (attrs mappings, numpy, paths)."""
+    from collections.abc import Mapping
+
+    if isinstance(o, Mapping):
+        return dict(o)
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _dumps(d: Any, **kwargs: Any) -> str:
+    return json.dumps(d, default=_json_default, **kwargs)
 
 
 class _Bar:
@@ -133,18 +174,26 @@ def _dims(shape: Sequence[int]) -> str:
     return " × ".join(str(s) for s in shape) if len(shape) else "()"
 
 
-def _codec(c: dict[str, Any] | None) -> str:
+def _codec(c: Any) -> str:
     if not c:
         return "unknown"
+    if not isinstance(c, dict):
+        return str(c)[:200]
     name = c.get("name")
-    if name == "blosc":
-        return f"blosc {c.get('cname')}, level {c.get('clevel')}, {c.get('shuffle')} shuffle"
-    if name == "gzip":
-        shuffle = c.get("shuffle")
-        return f"gzip level {c.get('clevel')}" + (f", {shuffle} shuffle" if shuffle and shuffle != "none" else "")
-    if name == "none":
-        return "none (uncompressed)"
-    return ", ".join(c.get("filters", [])) or str(c)
+    try:
+        if name == "blosc":
+            return f"blosc {c.get('cname')}, level {c.get('clevel')}, {c.get('shuffle')} shuffle"
+        if name == "gzip":
+            shuffle = c.get("shuffle")
+            return f"gzip level {c.get('clevel')}" + (f", {shuffle} shuffle" if shuffle and shuffle != "none" else "")
+        if name == "none":
+            return "none (uncompressed)"
+        filters = c.get("filters")
+        if isinstance(filters, list) and filters:
+            return ", ".join(str(f) for f in filters)
+    except Exception:  # a codec description written by another tool: show it as it is
+        pass
+    return _dumps(c)[:200]
 
 
 def _wrap(text: str) -> str:
@@ -211,7 +260,8 @@ def format_info(d: dict[str, Any]) -> str:
         rows.append(("resolution", ", ".join(parts)))
     if d.get("frame_interval"):
         rows.append(("frame rate", f"{d['frame_rate']:g} Hz (a frame every {d['frame_interval']:g} s)"))
-    rows.append(("attrs", json.dumps(d["attrs"], ensure_ascii=False)))
+    attrs = _dumps(d["attrs"], ensure_ascii=False)
+    rows.append(("attrs", attrs if len(attrs) <= 2000 else attrs[:1997] + "..."))
     complete = {True: "yes", False: "no (the acquisition is still running, or it stopped early)",
                 None: "not recorded by the writer"}[d["complete"]]
     rows.append(("complete", complete))
@@ -229,7 +279,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .verify import info
 
     d = info(args.path)
-    print(json.dumps(d, indent=2) if args.json else format_info(d))
+    print(_dumps(d, indent=2) if args.json else format_info(d))
     return EXIT_OK
 
 
@@ -239,18 +289,59 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     with _Bar("verifying", "block", args.quiet) as bar:
         report = verify(args.path, progress=bar)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(_dumps(report.to_dict(), indent=2))
         return EXIT_OK if report.ok else EXIT_DAMAGED
     for p in report.problems:
         print(f"{p.file}: {p.kind}: {p.message}")
     for n in report.notes:
         print(f"note: {n}")
-    sums = "checksums verified" if report.checksums_available else "checksums not available"
+    sums = _checksum_summary(report)
     if report.ok:
         print(f"OK: {report.path}: all {report.n_blocks} blocks present, decoded and consistent with the metadata; {sums}")
         return EXIT_OK
     print(f"DAMAGED: {report.path}: {len(report.problems)} problem(s) in {len(report.damaged_files)} file(s); {sums}")
     return EXIT_DAMAGED
+
+
+def _checksum_summary(report: Any) -> str:
+    """What the report says about checksums, counted from its problems (never more than it says).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Report
+    >>> from split_dataset.verify import Problem
+    >>> _checksum_summary(Report(n_blocks=3, checksums_available=True, n_checksums_matched=3, problems=[]))
+    'all 3 SHA-256 checksums match SHA256SUMS'
+    >>> _checksum_summary(Report(n_blocks=3, checksums_available=True, n_checksums_matched=2,
+    ...                          problems=[Problem("0001.h5", "checksum", "differs")]))
+    '1 checksum problem: 1 block differs from its SHA-256 in SHA256SUMS'
+    >>> _checksum_summary(Report(n_blocks=3, checksums_available=False, problems=[]))
+    'checksums not available (no SHA256SUMS)'
+    """
+    from .storage import CHECKSUM_FILENAME
+
+    if not report.checksums_available:
+        return f"checksums not available (no {CHECKSUM_FILENAME})"
+    changed = [p for p in report.problems if p.kind == "checksum"]
+    unlisted = [p for p in report.problems if p.kind == "no-checksum"]
+    other = [p for p in report.problems if p.file == CHECKSUM_FILENAME and p not in changed + unlisted]
+    n = len(changed) + len(unlisted) + len(other)
+    if n:
+        parts = []
+        if changed:
+            parts.append(f"{len(changed)} block{'s differ' if len(changed) > 1 else ' differs'} from "
+                         f"{'their' if len(changed) > 1 else 'its'} SHA-256 in {CHECKSUM_FILENAME}")
+        if unlisted:
+            parts.append(f"{len(unlisted)} block{'s have' if len(unlisted) > 1 else ' has'} no line in {CHECKSUM_FILENAME}")
+        if other:
+            parts.append(f"{len(other)} problem{'s' if len(other) > 1 else ''} with {CHECKSUM_FILENAME} itself")
+        return f"{n} checksum problem{'s' if n > 1 else ''}: {'; '.join(parts)}"
+    matched = getattr(report, "n_checksums_matched", None)  # counted by verify where it counts them
+    if matched is not None and matched < report.n_blocks:
+        return f"{matched} of {report.n_blocks} SHA-256 checksums match {CHECKSUM_FILENAME} (the others could not be computed)"
+    if matched is None and any(p.kind == "missing" for p in report.problems):
+        return f"the SHA-256 checksums of the blocks present match {CHECKSUM_FILENAME}"
+    return f"all {report.n_blocks} SHA-256 checksums match {CHECKSUM_FILENAME}"
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -493,9 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         except BrokenPipeError:  # `split-dataset info --json | head`
             return EXIT_DAMAGED
-        except Exception as e:
+        except (Exception, RecursionError, MemoryError) as e:
             code = _exit_code(e)
             if code is None:
                 raise  # a bug: keep the traceback
-            _err(_one_line(e))
+            _err(_message(e))
             return code

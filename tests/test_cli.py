@@ -148,7 +148,8 @@ def test_verify_a_whole_dataset(tmp_path, capsys) -> None:
     assert calls[0] == (0, 5) and calls[-1] == (5, 5)
     code, out, err = run(capsys, "verify", root)
     assert code == 0 and err == ""
-    assert out.splitlines()[-1].startswith("OK: ") and "checksums verified" in out
+    assert out.splitlines()[-1].startswith("OK: ") and out.splitlines()[-1].endswith(
+        "all 5 SHA-256 checksums match SHA256SUMS")
 
 
 def test_verify_legacy_dataset_without_checksums(capsys) -> None:
@@ -221,11 +222,16 @@ def test_verify_names_the_damaged_block(tmp_path, capsys, damage, compression, k
     assert not report.ok
     assert report.damaged_files == ["0002.h5"]
     assert sorted(p.kind for p in report.problems) == sorted(kinds)
-    assert report.n_checked == (4 if kinds[0] in ("corrupt", "missing") else 5)
+    assert report.n_checked == (5 if kinds == ["checksum"] else 4)  # a block of the wrong shape or dtype is not decoded
     code, out, err = run(capsys, "verify", root)
     assert code == 1 and err == ""
     assert [line.split(":")[0] for line in out.splitlines()[:-1]] == ["0002.h5"] * len(kinds)
-    assert out.splitlines()[-1].startswith("DAMAGED: ")
+    summary = out.splitlines()[-1]
+    assert summary.startswith("DAMAGED: ")
+    if "checksum" in kinds:  # the summary tells the truth about checksums
+        assert summary.endswith("1 checksum problem: 1 block differs from its SHA-256 in SHA256SUMS"), summary
+    else:
+        assert "checksum problem" not in summary and "all 5" not in summary, summary
 
 
 def test_verify_names_every_problem_at_once(tmp_path, capsys) -> None:
@@ -664,3 +670,158 @@ def test_ctrl_c_exits_130(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setattr(conv, "convert", interrupted)
     code, out, err = run(capsys, "convert", make(tmp_path / "src"), tmp_path / "out")
     assert code == 130 and err == "split-dataset: error: interrupted\n"
+
+
+# ----------------------------------------------------------------------------- one-line errors
+
+
+def _errors() -> list:
+    from split_dataset import errors as E
+
+    p = Path("/data/fish1/raw/0003.h5")
+    return [
+        (E.SplitDatasetError("something went wrong"), 1),
+        (E.InvalidIndexError("index 1.5 is a float"), 2),
+        (E.NotASplitDatasetError("'/data/x' is not a split dataset"), 2),
+        (E.MetadataError("'/data/x/stack_metadata.json': shape_full must be a list"), 1),
+        (E.MissingBlockError(p, (3, 0)), 1),
+        (E.CorruptBlockError(p, (3, 0), "truncated"), 1),
+        (E.BlockMismatchError(f"{str(p)!r}: expected shape (5, 3)"), 1),
+        (E.UnsafeDatasetError(f"{str(p)!r} is an external link"), 1),
+        (E.WriteError("writing block 3 failed", frames_safe=15), 1),
+        (E.DiskFullError("no space left for block 4", frames_safe=20, err=28), 1),
+        (E.WriterLockedError("'/data/x' is being written by process 12 on host"), 2),
+        (RecursionError("maximum recursion depth exceeded while decoding a JSON array"), 1),
+        (MemoryError(), 1),
+        (OverflowError("int too large to convert to float"), 1),
+    ]
+
+
+def test_every_package_error_is_one_line_with_its_exit_code(capsys, monkeypatch) -> None:
+    import split_dataset.errors as E
+    import split_dataset.verify as ver
+
+    cases = _errors()
+    covered = {type(e) for e, _ in cases}
+    assert {getattr(E, n) for n in E.__all__} <= covered, "a new error class needs a case here"
+    for error, expected in cases:
+        def raising(*args, _e=error, **kwargs):
+            raise _e
+
+        monkeypatch.setattr(ver, "info", raising)
+        monkeypatch.setattr(ver, "verify", raising)
+        for command in ("info", "verify"):
+            code, out, err = run(capsys, command, "/data/fish1/raw")
+            assert (code, out) == (expected, ""), (error, code)
+            assert err.count("\n") == 1 and err.startswith("split-dataset: error: "), (error, err)
+            assert "Traceback" not in err
+            text = str(error)
+            assert (text and text in err) or type(error) is MemoryError, (error, err)
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+    import split_dataset.verify as ver
+
+    def buggy(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'shape'")
+
+    monkeypatch.setattr(ver, "info", buggy)
+    with pytest.raises(AttributeError):
+        main(["info", "somewhere"])
+
+
+def _run_cli(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "split_dataset", *map(str, argv)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def _read_json_raises_metadata_error(meta: Path) -> bool:
+    """Whether ``storage.read_json`` turns what ``json.loads`` raises on `meta` into MetadataError."""
+    from split_dataset.errors import MetadataError
+    from split_dataset.storage import read_json
+
+    try:
+        read_json(meta)
+    except MetadataError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda t: t.replace('"shape_full": [23', '"shape_full": [1' + "0" * 5000), id="5000-digit-shape"),
+        pytest.param(lambda t: t.replace('"frame_interval": 0.5', '"frame_interval": 1' + "0" * 5000),
+                     id="5000-digit-interval"),
+        pytest.param(lambda t: t.replace('"resolution": [0.5', '"resolution": [NaN'), id="nan-resolution"),
+        pytest.param(lambda t: t.replace('"shape_block": [5', '"shape_block": [true'), id="bool-block"),
+        pytest.param(lambda t: t.replace('"shape_block": [5', '"shape_block": [5.5'), id="float-block"),
+        pytest.param(lambda t: t.replace('"attrs": {', '"attrs": ["x", {'), id="attrs-not-object"),
+        pytest.param(lambda t: t.replace('"shape_full": [23', '"shape_full": [-23'), id="negative-shape"),
+        pytest.param(lambda t: t.replace('"dtype": "<u2"', '"dtype": "(1000000000,)i8"'), id="absurd-dtype"),
+    ],
+)
+def test_malformed_metadata_from_the_command_line(tmp_path, edit) -> None:
+    """The adversarial tester's cases, through the real entry point: one line naming the file, exit 1."""
+    root = make(tmp_path / "ds", **META)
+    meta = root / "stack_metadata.json"
+    text = json.dumps(json.loads(meta.read_text()))
+    changed = edit(text)
+    assert changed != text
+    meta.write_text(changed)
+    for command in ("info", "verify"):
+        out = _run_cli(command, root)
+        assert "Traceback" not in out.stderr, out.stderr
+        if not _read_json_raises_metadata_error(meta):
+            assert out.returncode in (1, 2) and out.stderr.count("\n") == 1, out.stderr  # one line even so
+            pytest.xfail("storage.read_json does not turn json.loads' ValueError into MetadataError yet (the lead's change)")
+        if command == "info":
+            assert out.returncode == 1 and out.stdout == "", out
+            assert out.stderr.count("\n") == 1 and "stack_metadata.json" in out.stderr, out.stderr
+            assert len(out.stderr) < 600
+        else:  # verify reports the metadata as the damaged file
+            assert out.returncode == 1 and out.stdout.startswith("stack_metadata.json: metadata: "), out
+            assert len(out.stdout) < 2000 and out.stdout.splitlines()[-1].startswith("DAMAGED: ")
+
+
+def test_deeply_nested_metadata_from_the_command_line(tmp_path) -> None:
+    from split_dataset.errors import MetadataError
+    from split_dataset.storage import read_json
+
+    root = make(tmp_path / "ds")
+    meta = root / "stack_metadata.json"
+    meta.write_text('{"shape_full": [23, 3, 16, 16], "shape_block": [5, 3, 16, 16], "attrs": '
+                    + "[" * 100_000 + "]" * 100_000 + "}")
+    out = _run_cli("info", root)
+    assert out.returncode == 1 and "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    try:
+        read_json(meta)
+    except MetadataError:
+        pass
+    except RecursionError:
+        pytest.xfail("storage.read_json does not turn RecursionError into MetadataError yet (the lead's change)")
+    assert "stack_metadata.json" in out.stderr, out.stderr
+
+
+def test_info_json_of_attrs_that_are_a_mapping(tmp_path, capsys, monkeypatch) -> None:
+    """``info --json`` prints whatever mapping ``ds.attrs`` is (a dict today, a DatasetAttrs once wired)."""
+    import split_dataset.verify as ver
+    from split_dataset.attrs import DatasetAttrs
+
+    root = make(tmp_path / "ds", **META)
+    real = ver.info
+    monkeypatch.setattr(ver, "info", lambda path: {**real(path), "attrs": DatasetAttrs(root)})
+    code, out, err = run(capsys, "info", "--json", root)
+    assert code == 0 and json.loads(out)["attrs"] == META["attrs"]
+    code, out, err = run(capsys, "info", root)
+    assert code == 0 and '"fish": "F0"' in out
+
+
+def test_info_shows_a_foreign_codec_description(capsys) -> None:
+    from split_dataset.cli import _codec
+
+    assert _codec({"filters": 5}) == '{"filters": 5}'
+    assert _codec({"filters": ["shuffle", "lzf"]}) == "shuffle, lzf"
+    assert _codec("lzf") == "lzf" and _codec(None) == "unknown"
