@@ -24,13 +24,15 @@ False and callers use HDF5's filter pipeline instead.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
+import functools
 import struct
 from typing import Any
 
 import numpy as np
 
-__all__ = ["available", "compress", "decompress", "getitem_ptr", "block_span", "BloscError"]
+__all__ = ["available", "compress", "decompress_ptr", "getitem_ptr", "FrameCheck", "span", "BloscError"]
 
 _MAX_OVERHEAD = 16
 MEMCPYED = 0x02  # header flag: the frame holds the items uncompressed
@@ -97,19 +99,109 @@ def compress(chunk: np.ndarray, cname: str, clevel: int, shuffle: int, blocksize
     return dst[:n]
 
 
-def decompress(frame: bytes, out: np.ndarray) -> None:
-    """Decompress one blosc frame into the C-contiguous array `out` of exactly its size."""
-    if len(frame) < _MAX_OVERHEAD:
-        raise BloscError(f"a blosc frame has at least 16 bytes, this chunk has {len(frame)}")
-    decompress_ptr(frame, frame, len(frame), out)  # ctypes passes bytes as a pointer to their buffer
+#: flags bits (c-blosc 1.x README_HEADER): 0x01 byte shuffle, 0x02 memcpyed, 0x04 bit shuffle,
+#: 0x08 reserved (zero), 0x10 blocks not split, 0xe0 the compressor's format code
+_RESERVED = 0x08
+SHUFFLE_FLAGS = {0: 0x00, 1: 0x01, 2: 0x04}  # HDF5 filter's shuffle code -> header flags
+#: HDF5 filter's compressor code (blosclz, lz4, lz4hc, snappy, zlib, zstd) -> the header's format code
+COMPRESSOR_FORMATS = {0: 0, 1: 1, 2: 1, 3: 2, 4: 3, 5: 4}
 
 
-def decompress_ptr(frame: int | bytes, head: bytes | memoryview, size: int, out: np.ndarray) -> None:
-    """Decompress the blosc frame of `size` bytes at address `frame` (or in the bytes `frame`),
-    whose first 16 bytes are `head`, into the C-contiguous array `out` of exactly its size."""
-    _, _, _, _, nbytes, _, cbytes = HEADER.unpack_from(head)
-    if nbytes != out.nbytes or cbytes != size:
-        raise BloscError(f"blosc frame header says {nbytes} bytes from {cbytes}; expected {out.nbytes} from {size}")
+class FrameCheck:
+    """What a chunk's blosc frame must look like, from the array and its HDF5 filter.
+
+    :meth:`header` and :meth:`offsets` validate every field that c-blosc would trust
+    (sizes, block size, block offsets, the type size that ``blosc_getitem`` writes
+    with) before any C call sees the frame; a frame that fails raises :class:`BloscError`.
+    `shuffle` and `compressor` are the filter's codes (None where unknown).
+    """
+
+    __slots__ = ("nbytes", "typesize", "shuffle", "compformat")
+
+    def __init__(self, nbytes: int, itemsize: int, shuffle: int | None = None, compressor: int | None = None):
+        self.nbytes = nbytes
+        self.typesize = itemsize if itemsize <= 255 else 1  # what blosc stores for larger items
+        self.shuffle = SHUFFLE_FLAGS.get(shuffle) if shuffle is not None else None  # type: ignore[arg-type]
+        self.compformat = COMPRESSOR_FORMATS.get(compressor) if compressor is not None else None  # type: ignore[arg-type]
+
+    def header(self, head: bytes | memoryview | np.ndarray, size: int) -> tuple[int, int, int]:
+        """Validate the 16-byte header of a frame stored in `size` bytes: (flags, blocksize, nblocks).
+
+        `nblocks` is 0 for a frame stored as is (MEMCPYED). Raises :class:`BloscError`.
+        """
+        if size < _MAX_OVERHEAD:
+            raise BloscError(f"a blosc frame has at least 16 bytes, this chunk has {size}")
+        version, _, flags, typesize, nbytes, blocksize, cbytes = HEADER.unpack_from(head)
+        nb = self.nbytes
+        what = None
+        if version not in (1, 2):
+            what = f"format version {version} (c-blosc 1.x writes 1 or 2)"
+        elif flags & _RESERVED:
+            what = f"flags {flags:#04x} with the reserved bit set"
+        elif nbytes != nb:
+            what = f"{nbytes} bytes decoded; the chunk holds {nb}"
+        elif cbytes != size:
+            what = f"{cbytes} bytes stored; the chunk has {size}"
+        elif typesize != self.typesize:
+            what = f"items of {typesize} bytes; the array's are {self.typesize}"
+        elif self.shuffle is not None and (flags & 0x05) != self.shuffle and not (typesize == 1 and not flags & 0x04
+                                                                                  and not self.shuffle & 0x04):
+            what = f"shuffle flags {flags & 0x05:#x}; the HDF5 filter says {self.shuffle:#x}"
+        elif self.compformat is not None and flags >> 5 != self.compformat:  # c-blosc sets it on every frame
+            what = f"compressor format {flags >> 5}; the HDF5 filter says {self.compformat}"
+        elif flags & MEMCPYED:
+            if cbytes != nb + _MAX_OVERHEAD:
+                what = f"{cbytes} bytes for {nb} bytes stored as is (expected {nb + _MAX_OVERHEAD})"
+        elif cbytes > nb + _MAX_OVERHEAD:
+            what = f"{cbytes} compressed bytes for {nb} (blosc never stores more than {nb + _MAX_OVERHEAD})"
+        elif not 0 < blocksize <= nb or (blocksize > typesize and blocksize % typesize):
+            what = f"blocks of {blocksize} bytes (expected 1..{nb}, a multiple of {typesize})"
+        elif 16 + 4 * -(-nb // blocksize) > cbytes:
+            what = f"{-(-nb // blocksize)} blocks of {blocksize} bytes, whose offsets do not fit in {cbytes} bytes"
+        if what is not None:
+            raise BloscError(f"blosc frame header says {what}")
+        if flags & MEMCPYED:
+            return flags, blocksize, 0
+        return flags, blocksize, -(-nb // blocksize)
+
+    @staticmethod
+    def offsets(table: bytes | memoryview | np.ndarray, nblocks: int, cbytes: int) -> tuple[int, ...]:
+        """Validate a frame's block offsets (the `nblocks` u32 after its header, `table` holding
+        the frame from byte 0): each block starts inside the frame, after the table, at its
+        own place, the first right after the table (blocks may be stored in any order).
+        Returns the offsets sorted."""
+        starts = sorted(_offsets(nblocks).unpack_from(table, 16))
+        end = 16 + 4 * nblocks
+        if starts[0] != end or starts[-1] >= cbytes or any(a >= b for a, b in zip(starts, starts[1:])):
+            raise BloscError(
+                f"blosc block offsets {starts[0]}..{starts[-1]} are not {nblocks} distinct starts from byte {end} "
+                f"inside the frame ({cbytes} bytes)"
+            )
+        return tuple(starts)
+
+
+def span(starts: tuple[int, ...], table: bytes | memoryview | np.ndarray, first: int, last: int,
+         cbytes: int) -> tuple[int, int]:
+    """Byte range of a frame holding its blocks `first`..`last`, given the validated sorted
+    `starts` and the offset table (blocks may be stored out of order)."""
+    own = _offsets(last - first + 1).unpack_from(table, 16 + 4 * first)
+    lo, top = min(own), max(own)
+    k = bisect.bisect_right(starts, top)
+    return lo, starts[k] if k < len(starts) else cbytes
+
+
+@functools.lru_cache(maxsize=128)
+def _offsets(n: int) -> struct.Struct:
+    """Unpacks `n` consecutive blosc block offsets (little-endian uint32)."""
+    return struct.Struct(f"<{n}I")
+
+
+def decompress_ptr(frame: int, out: np.ndarray, nbytes: int) -> None:
+    """Decompress the blosc frame at address `frame` into the C-contiguous array `out`.
+
+    The caller validated the frame (:class:`FrameCheck`) and that `out` holds `nbytes`;
+    the frame's memory must extend at least 16 bytes past the frame's end.
+    """
     n = _LIB.blosc_decompress_ctx(frame, out.ctypes.data, nbytes, 1)
     if n != nbytes:
         raise BloscError(f"blosc could not decompress a chunk (code {n})")
@@ -125,28 +217,9 @@ def getitem_ptr(frame: int, start: int, nitems: int, out: int, itemsize: int) ->
     memory at address `out` (room for `nitems` items of `itemsize` bytes).
 
     The frame needs valid bytes only in its header, its block offsets and the blocks
-    that hold those items; the caller checks those offsets (:func:`block_span`).
+    that hold those items; the caller validated those (:class:`FrameCheck`), the type
+    size above all: blosc writes `nitems` times the frame's type size.
     """
     n = _LIB.blosc_getitem(frame, start, nitems, out)
     if n != nitems * itemsize:
         raise BloscError(f"blosc could not decode items {start}..{start + nitems} of a chunk (code {n})")
-
-
-def block_span(table: memoryview, first: int, last: int, cbytes: int) -> tuple[int, int] | None:
-    """Byte range of a frame holding blocks `first`..`last`, given its block offset table.
-
-    None when those blocks are not stored in order (multithreaded c-blosc may do that):
-    then the caller decodes the whole frame. Raises :class:`BloscError` for offsets
-    outside the frame.
-    """
-    n = len(table) >> 2
-    unpack = OFFSET.unpack_from
-    span = [unpack(table, 4 * k)[0] for k in range(first, min(last + 2, n))]
-    if last + 1 >= n:
-        span.append(cbytes)
-    lo, hi = span[0], span[-1]
-    if not _MAX_OVERHEAD + 4 * n <= lo < hi <= cbytes:
-        raise BloscError(f"blosc block offsets {lo}..{hi} lie outside the frame ({cbytes} bytes)")
-    if len(span) > 2 and any(a >= b for a, b in zip(span, span[1:])):
-        return None
-    return lo, hi

@@ -17,12 +17,14 @@ from .errors import (
     MetadataError,
     MissingBlockError,
     NotASplitDatasetError,
+    SplitDatasetError,
 )
 from .grid import BlockGrid
 from .indexing import Indexer
 from .metadata import Metadata
 from .storage import (
     METADATA_FILENAME,
+    BlockHandle,
     HandleCache,
     block_name,
     open_block,
@@ -79,7 +81,7 @@ def choose_prefix(root: Path, groups: dict[str, dict[int, str]], prefix: str | N
 def read_metadata(root: Path, present: dict[int, str]) -> tuple[Path, dict[str, Any], Metadata]:
     """(file it came from, raw dict, parsed metadata): the JSON, else the group inside the last block."""
     json_path = root / METADATA_FILENAME
-    if json_path.is_file():
+    if os.path.lexists(json_path):  # whatever it is: read_json refuses anything but a regular file
         source, raw = json_path, read_json(json_path)
     elif present:
         source = root / present[max(present)]
@@ -143,21 +145,33 @@ class SplitDataset:
     # ------------------------------------------------------------------ opening
 
     def _load(self) -> None:
+        """Read the metadata and the block list; the new state is assigned at the end, all at
+        once, so reads running in other threads (``refresh()``) see the old state or the new."""
         root = self._root
         groups = scan_block_files(root)
         prefix = choose_prefix(root, groups, self._prefix_arg)
         present = groups.get(prefix, {})
         _, raw, meta = read_metadata(root, present)
         claimed = BlockGrid(meta.shape, meta.shape_block, meta.padding)
+        self._loading = (prefix, frozenset(present), meta.data_key, meta.dtype)
+        shape = self._reconcile(claimed, meta)
+        grid = claimed if shape == meta.shape else claimed.with_shape(shape)
+        prefix, present_set, key, dtype = self._loading
+        missing = [i for i in range(grid.n_blocks) if i not in present_set]
+        if dtype is None:
+            inside = [i for i in present_set if i < grid.n_blocks]
+            if not inside:
+                raise MetadataError(f"{str(root)!r}: the metadata records no dtype and there is no block to read it from")
+            dtype = self._handle(max(inside), grid).dtype
+        del self._loading
         self._raw = raw
         self._prefix = prefix
-        self._present = frozenset(present)
-        self._key = meta.data_key
-        self._dtype = meta.dtype
-        shape = self._reconcile(claimed, meta)
+        self._present = present_set
+        self._key = key
+        self._dtype = dtype
         self._meta = meta if shape == meta.shape else meta.with_shape(shape)
-        self._grid = claimed if shape == meta.shape else claimed.with_shape(shape)
-        missing = [i for i in range(self._grid.n_blocks) if i not in self._present]
+        self._grid = grid
+        self._view = (grid, present_set, prefix, key)
         if missing:
             names = ", ".join(block_name(i, prefix) for i in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -167,11 +181,6 @@ class SplitDataset:
                 MissingBlocksWarning,
                 stacklevel=3,
             )
-        if self._dtype is None:
-            inside = [i for i in self._present if i < self._grid.n_blocks]
-            if not inside:
-                raise MetadataError(f"{str(root)!r}: the metadata records no dtype and there is no block to read it from")
-            self._dtype = self._handle(max(inside)).dtype
 
     def _reconcile(self, grid: BlockGrid, meta: Metadata) -> tuple[int, ...]:
         """The shape the files on disk support: the metadata's, or another number of frames on axis 0."""
@@ -179,8 +188,9 @@ class SplitDataset:
         if meta.complete is False and grid.padding[0] == 0 and all(n == 1 for n in grid.grid_shape[1:]):
             # written by SplitDatasetWriter, which renames each block into place before it
             # updates the metadata: the consecutive blocks on disk are the truth
+            present = self._loading[1]
             k = 0
-            while k in self._present:
+            while k in present:
                 k += 1
             frames = 0
             if k:
@@ -193,11 +203,12 @@ class SplitDataset:
             return meta.shape
         layer = grid.n_blocks // grid.grid_shape[0]  # blocks per axis-0 layer
         n_layers = grid.grid_shape[0]
+        present = self._loading[1]
         first_gap = next(
-            (k for k in range(n_layers) if any(k * layer + j not in self._present for j in range(layer))),
+            (k for k in range(n_layers) if any(k * layer + j not in present for j in range(layer))),
             n_layers,
         )
-        later = any(first_gap * layer + layer <= i < grid.n_blocks for i in self._present)
+        later = any(first_gap * layer + layer <= i < grid.n_blocks for i in present)
         if first_gap < n_layers and later:
             return meta.shape  # a hole in the middle: keep the shape, reading the hole raises
         # the last complete layer may itself be shorter than the metadata says
@@ -218,46 +229,60 @@ class SplitDataset:
 
     def _handle_for_check(self, index: int, grid: BlockGrid) -> int:
         """Frames held along axis 0 by block `index` (opening it, which also caches it)."""
-        self._grid = grid
-        f, dset = self._handle(index)
-        if self._dtype is None:
-            self._dtype = dset.dtype
-        if dset.ndim != grid.ndim:
+        handle = self._handle(index, grid)
+        if self._loading[3] is None:
+            self._loading = self._loading[:3] + (handle.dtype,)
+        if len(handle.shape) != grid.ndim:
             raise BlockMismatchError(
-                f"{f.filename!r}: expected a {grid.ndim}-dimensional array, found shape {dset.shape}"
+                f"{str(handle.path)!r}: expected a {grid.ndim}-dimensional array, found shape {handle.shape}"
             )
-        return int(dset.shape[0])
+        return int(handle.shape[0])
 
     # ------------------------------------------------------------------ block access
 
-    def _path(self, index: int) -> Path:
-        return self._root / block_name(index, self._prefix)
+    def _path(self, index: int, prefix: str | None = None) -> Path:
+        return self._root / block_name(index, self._prefix if prefix is None else prefix)
 
-    def _handle(self, index: int) -> Any:
-        grid = self._grid
-        return self._handles.get_or_open(
-            index, lambda: open_block(self._path(index), grid.coords(index), self._root, self._key, _CHUNK_CACHE)
-        )
+    def _opener(self, index: int, grid: BlockGrid, prefix: str, key: str | None) -> Any:
+        return lambda: open_block(self._path(index, prefix), grid.coords(index), self._root, key, _CHUNK_CACHE)
 
-    def _read_into(self, buf: np.ndarray, indexer: Indexer) -> None:
-        grid = self._grid
-        for coords, local, out in indexer.block_reads(grid):
-            index = grid.linear(coords)
-            if index not in self._present:
-                if self._fill_value is None:
-                    raise MissingBlockError(self._path(index), coords)
-                buf[out] = self._fill_value
-                continue
-            handle = self._handle(index)
+    def _handle(self, index: int, grid: BlockGrid | None = None) -> BlockHandle:
+        """Block `index`'s handle, for its shape and dtype only (reads use :meth:`_read_block`)."""
+        if hasattr(self, "_loading"):  # while _load() runs
+            prefix, _, key, _ = self._loading
+        else:
+            prefix, key = self._prefix, self._key
+        return self._handles.get_or_open(index, self._opener(index, grid or self._grid, prefix, key))
+
+    def _read_block(self, index: int, view: tuple[Any, ...], local: tuple[Any, ...], buf: np.ndarray,
+                    out: tuple[slice, ...]) -> None:
+        """``buf[out] = block[local]``, the block's file held open for the read."""
+        grid, _, prefix, key = view
+        cache = self._handles
+        handle = cache.acquire(index, self._opener(index, grid, prefix, key))
+        try:
             if not handle.checked:
-                self._check_block(handle, coords, index)
+                self._check_block(handle, grid.coords(index), index, grid)
             try:
                 handle.read(local, buf, out)
             except (OSError, ValueError, RuntimeError) as e:
-                raise CorruptBlockError(self._path(index), coords, str(e)) from e
+                raise CorruptBlockError(self._path(index, prefix), grid.coords(index), str(e)) from e
+        finally:
+            cache.release(handle)
 
-    def _check_block(self, handle: Any, coords: tuple[int, ...], index: int) -> None:
-        grid = self._grid
+    def _read_into(self, buf: np.ndarray, indexer: Indexer) -> None:
+        view = self._view
+        grid, present, prefix, _ = view
+        for coords, local, out in indexer.block_reads(grid):
+            index = grid.linear(coords)
+            if index not in present:
+                if self._fill_value is None:
+                    raise MissingBlockError(self._path(index, prefix), coords)
+                buf[out] = self._fill_value
+                continue
+            self._read_block(index, view, local, buf, out)
+
+    def _check_block(self, handle: BlockHandle, coords: tuple[int, ...], index: int, grid: BlockGrid) -> None:
         expected = grid.block_shape(coords)
         shape = handle.shape
         ok = shape == expected and handle.dtype == self._dtype
@@ -266,7 +291,7 @@ class SplitDataset:
             ok = shape[1:] == expected[1:] and shape[0] >= expected[0] and handle.dtype == self._dtype
         if not ok:
             raise BlockMismatchError(
-                f"block {coords} ({block_name(index, self._prefix)}): expected {expected} "
+                f"block {coords} ({handle.path.name}): expected {expected} "
                 f"{self._dtype}, found {shape} {handle.dtype}"
             )
         handle.checked = True
@@ -283,7 +308,7 @@ class SplitDataset:
     def _get_in_one_block(self, selection: Any) -> Any:
         """Fast path: integers and step-1 slices inside one block (a frame, a plane, a volume)."""
         sel = selection if type(selection) is tuple else (selection,)
-        grid = self._grid
+        grid, present, prefix, key = self._view
         shape, block, nblocks = grid.shape, grid.shape_block, grid.grid_shape
         if len(sel) > len(shape):
             return _MISS
@@ -314,18 +339,25 @@ class SplitDataset:
             else:
                 return _MISS
             index = index * nblocks[axis] + k
-        if index not in self._present:
+        if index not in present:
             return _MISS
-        handle = self._handle(index)
-        if not handle.checked:
-            self._check_block(handle, grid.coords(index), index)
         sl = tuple(x if type(x) is slice else slice(x, x + 1, 1) for x in local)
+        cache = self._handles
+        handle = cache.acquire(index, self._opener(index, grid, prefix, key))
         try:
-            if not handle.direct(sl):
-                return handle.dset[tuple(local)]
-            buf = handle.get(sl)
+            if not handle.checked:
+                self._check_block(handle, grid.coords(index), index, grid)
+            if handle.direct:
+                buf = handle.get(sl)
+            else:
+                buf = np.empty(tuple(x.stop - x.start for x in sl), handle.dtype)
+                handle.read(sl, buf, tuple(slice(None) for _ in sl))
         except (OSError, ValueError, RuntimeError) as e:
-            raise CorruptBlockError(self._path(index), grid.coords(index), str(e)) from e
+            if isinstance(e, SplitDatasetError):
+                raise
+            raise CorruptBlockError(self._path(index, prefix), grid.coords(index), str(e)) from e
+        finally:
+            cache.release(handle)
         return buf[tuple(slice(None) if type(x) is slice else 0 for x in local)]
 
     def _get(self, indexer: Indexer, out: np.ndarray | None = None) -> Any:
@@ -518,7 +550,7 @@ class SplitDataset:
     def data_key(self) -> str:
         """Name of the array inside the block files."""
         if self._key is None and self._present and min(self._present) < self._grid.n_blocks:
-            return str(self._handle(min(self._present)).dset.name).lstrip("/")
+            return self._handle(min(self._present)).name
         return self._key or "stack"
 
     def slices(self, as_tuples: bool = False) -> Any:

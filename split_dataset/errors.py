@@ -45,7 +45,9 @@ class MetadataError(NotASplitDatasetError):
 
 
 class UnsafeDatasetError(SplitDatasetError, ValueError):
-    """A block file points outside the dataset folder (external link, virtual dataset)."""
+    """A block file is not a self-contained regular HDF5 file: a FIFO, a device, a folder,
+    or an array reached through a link, virtual, or stored in external files (whose
+    sources could lie outside the dataset folder)."""
 
 
 class MissingBlockError(SplitDatasetError, FileNotFoundError):

@@ -7,14 +7,13 @@ flammkuchen/PyTables layout (FORMAT.md): one array under ``stack``/``stack_{N}D`
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import itertools
 import json
 import math
 import os
 import re
-import struct
+import stat
 import threading
 import uuid
 from collections import OrderedDict
@@ -203,16 +202,32 @@ class Codec:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """Parse a metadata JSON file; malformed content raises :class:`MetadataError`."""
+    """Parse a metadata JSON file; malformed content raises :class:`MetadataError`.
+
+    At most 16 MiB are read; anything but a regular file, nesting deeper than Python's
+    parser goes, and integers longer than Python converts are malformed too.
+    """
     try:
-        with open(path, "rb") as f:
+        fd = open_regular(path)
+    except NotRegularFileError as e:
+        raise MetadataError(str(e)) from None
+    except OSError as e:
+        raise MetadataError(f"{str(path)!r} cannot be read: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "rb") as f:
             raw = f.read(min(os.fstat(f.fileno()).st_size + 1, 1 << 24))
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MetadataError(f"{str(path)!r} is not valid JSON: {e}") from e
+    except RecursionError:
+        raise MetadataError(f"{str(path)!r} nests JSON values too deeply to be metadata") from None
+    except ValueError as e:  # invalid JSON or UTF-8, integers past Python's digit limit
+        raise MetadataError(f"{str(path)!r} is not valid JSON: {_short(str(e))}") from None
     if not isinstance(doc, dict):
         raise MetadataError(f"{str(path)!r} must hold a JSON object, found {type(doc).__name__}")
     return doc
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def fsync_file(path: Path) -> None:
@@ -293,11 +308,11 @@ CHECKSUM_FILENAME = "SHA256SUMS"
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes; anything but a regular file raises :class:`NotRegularFileError`."""
     h = hashlib.sha256()
     buf = bytearray(1 << 20)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
+    with os.fdopen(open_regular(path), "rb", buffering=0) as f:
         while n := f.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
@@ -339,10 +354,18 @@ def _parse_fl_node(node: h5py.Group | h5py.Dataset, depth: int = 0) -> Any:
     if depth > 8:
         raise MetadataError("legacy metadata nests too deeply")
     if isinstance(node, h5py.Dataset):
-        if node.dtype.kind not in "biuf" or node.size > 1024:
+        if node.dtype.kind not in "biuf" or node.size > 1024 or node.is_virtual or node.external:
             return None  # pickled objects and anything unexpected are ignored, not loaded
-        value = node[()]
-        return value.tolist() if isinstance(value, np.ndarray) else value.item()
+        handle = BlockHandle(node.file, node)
+        if handle.mode == "hdf5" or not node.size:
+            value = node[()]
+        else:  # blosc: decoded by the validating reader, never by HDF5's filter on trust
+            value = np.empty(node.shape, node.dtype)
+            try:
+                handle.read(tuple(slice(0, n, 1) for n in node.shape), value, tuple(slice(None) for _ in node.shape))
+            except (OSError, ValueError, RuntimeError) as e:
+                raise MetadataError(f"legacy metadata value {node.name!r} cannot be decoded: {e}") from e
+        return value.tolist() if value.ndim else value.item()
     title = node.attrs.get("TITLE", b"")
     title = title.decode() if isinstance(title, bytes) else str(title)
     kind = title.split(":")[0]
@@ -567,15 +590,41 @@ def run_shared(work: Any, items: list[Any], *args: Any) -> None:
 
 
 def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
-    """The block's array: `preferred`, else ``stack_{N}D``/``stack``, else the one dataset named ``stack*``."""
-    candidates = [preferred] if preferred else []
-    for name in candidates + sorted(k for k in f.keys() if k.startswith("stack") and k != "stack_metadata"):
-        link = f.get(name, getlink=True)
-        if isinstance(link, h5py.HardLink) and isinstance(f[name], h5py.Dataset):
-            return name
-        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
-            raise UnsafeDatasetError(f"{f.filename!r}: {name!r} is a link ({type(link).__name__}); refused")
+    """The block's array: `preferred`, else ``stack_{N}D``/``stack``, else the one dataset named ``stack*``.
+
+    Every link on the way to it must be a hard link inside the file: an external or soft
+    link, anywhere on a path like ``grp/stack_3D``, raises :class:`UnsafeDatasetError`.
+    """
+    names = sorted(k for k in f.keys() if k.startswith("stack") and k != "stack_metadata")
+    for name in ([preferred] if preferred else []) + names:
+        try:
+            return _hard_path(f, name)
+        except KeyError:
+            continue
     raise KeyError(f"no dataset named 'stack*' in {f.filename!r}; found {sorted(f.keys())}")
+
+
+def _hard_path(f: h5py.File, name: str) -> str:
+    """`name` if it leads to a dataset through hard links only; KeyError if it leads nowhere."""
+    node: Any = f
+    parts = [p for p in name.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise KeyError(f"no dataset {name!r} in {f.filename!r}")
+    for i, part in enumerate(parts):
+        if not isinstance(node, h5py.Group):
+            raise KeyError(f"no dataset {name!r} in {f.filename!r}: {'/'.join(parts[:i])!r} is not a group")
+        link = node.get(part, getlink=True)
+        if link is None:
+            raise KeyError(f"no dataset {name!r} in {f.filename!r}; found {sorted(f.keys())}")
+        if not isinstance(link, h5py.HardLink):
+            raise UnsafeDatasetError(
+                f"{f.filename!r}: {'/'.join(parts[:i + 1])!r} on the way to {name!r} is a {type(link).__name__}; "
+                "refused (a link can lead outside the dataset folder)"
+            )
+        node = node[part]
+    if not isinstance(node, h5py.Dataset):
+        raise KeyError(f"{name!r} in {f.filename!r} is not a dataset")
+    return "/".join(parts)
 
 
 def _open_readonly(path: Path, rdcc_nbytes: int = 1 << 20) -> h5py.File:
@@ -585,8 +634,11 @@ def _open_readonly(path: Path, rdcc_nbytes: int = 1 << 20) -> h5py.File:
     refuses to open a file twice in one process with different locking flags, so the
     default (what a user's own ``h5py.File(path)`` uses) is tried first. Where locks are
     unavailable (NFS: "No locks available") or the file was opened without locks
-    elsewhere in this process, it is opened with ``locking=False``.
+    elsewhere in this process, it is opened with ``locking=False``. Anything but a
+    regular file (a FIFO, a device: opening those can block forever) raises
+    :class:`NotRegularFileError` first.
     """
+    regular_stat(path)
     try:
         return h5py.File(path, "r", rdcc_nbytes=rdcc_nbytes)
     except OSError as e:
@@ -594,6 +646,40 @@ def _open_readonly(path: Path, rdcc_nbytes: int = 1 << 20) -> h5py.File:
         if "lock" not in msg:
             raise
     return h5py.File(path, "r", locking=False, rdcc_nbytes=rdcc_nbytes)
+
+
+def regular_stat(path: Path) -> os.stat_result:
+    """``os.stat(path)`` (following links) if it is a regular file, else :class:`NotRegularFileError`."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(f"{str(path)!r} is {_file_kind(st.st_mode)}, not a regular file; refused")
+    return st
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of `path`, which must be a regular file (checked on the open file,
+    which a FIFO's open cannot block: ``O_NONBLOCK``)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{str(path)!r} is {_file_kind(mode)}, not a regular file; refused")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class NotRegularFileError(OSError):
+    """A path that must be a regular file is a FIFO, a device, a folder or a socket."""
 
 
 _SCRATCH = threading.local()
@@ -613,6 +699,11 @@ def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return buf
 
 
+def _bytes_of(a: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array (any dtype, byte order included)."""
+    return memoryview(a.reshape(-1).view(np.uint8))
+
+
 if hasattr(os, "preadv"):
 
     def _pread_into(fd: int, view: memoryview, offset: int) -> int:
@@ -628,51 +719,106 @@ else:  # pragma: no cover  (macOS before 11)
         return len(data)
 
 
+def _read_exactly(fd: int, view: memoryview, offset: int) -> None:
+    if _pread_into(fd, view, offset) != len(view):
+        raise _blosc.BloscError(f"the chunk bytes {offset}..{offset + len(view)} lie past the end of the file "
+                                "(a truncated file?)")
+
+
 _LIB_GETITEM = _blosc.getitem_function()
+_SHUFFLE_FILTER, _FLETCHER32 = 2, 3  # HDF5's own filter ids
 
 
-@functools.lru_cache(maxsize=64)
-def _offsets_struct(n: int) -> struct.Struct:
-    """Unpacks `n` consecutive blosc block offsets (little-endian uint32)."""
-    return struct.Struct(f"<{n}I")
+def _outer(sels: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Index selecting the outer product of per-axis slices/index arrays (numpy takes several arrays pointwise)."""
+    if sum(type(s) is not slice for s in sels) <= 1:
+        return sels
+    return np.ix_(*(np.arange(s.start, s.stop, s.step) if type(s) is slice else s for s in sels))
+
+
+def _as_slice(idx: np.ndarray) -> Any:
+    """Sorted unique indices as a slice when evenly spaced, else as they are."""
+    if len(idx) == 1:
+        return slice(int(idx[0]), int(idx[0]) + 1, 1)
+    d = np.diff(idx)
+    if np.all(d == d[0]):
+        return slice(int(idx[0]), int(idx[-1]) + 1, int(d[0]))
+    return idx
 
 
 class BlockHandle:
-    """An open block file and its array, with the fast read path chosen once.
+    """An open block file and its array, with its read strategy chosen once.
 
-    Arrays whose only filter is blosc are read without HDF5 in the loop: the chunk
-    index is read once (``chunk_iter``), then each chunk's compressed bytes are
-    fetched with ``os.pread`` and decompressed with blosc (``_blosc``), both outside
-    the GIL and HDF5's global lock, in parallel when there are several, straight into
-    the output where possible. Block files never change once renamed into place, so
-    the index stays valid. Everything else goes through h5py.
+    Strategies, by the array's HDF5 filter pipeline:
+
+    - ``"direct"`` (blosc alone, what this package and the old one write): the chunk
+      index is read once (``chunk_iter``), then each chunk's compressed bytes are fetched
+      with ``os.pread``, their blosc header and block offsets validated
+      (:class:`_blosc.FrameCheck`) and decoded by c-blosc (``_blosc``), outside the GIL
+      and HDF5's global lock, in parallel, straight into the output where possible: whole
+      chunks, or only the blosc blocks that hold a small window. Stepped slices and
+      index arrays decode each touched chunk once and take what they need in memory.
+      Chunks never written read as the fill value, as HDF5 defines.
+    - ``"checked"`` (byte shuffle before blosc, or fletcher32 after it): every touched
+      chunk's blosc frame is validated, then HDF5 decodes it.
+    - ``"hdf5"`` (no blosc: gzip, none, contiguous): h5py reads it.
+    - ``"refused"`` (blosc among other filters whose frames cannot be validated): reads raise.
+
+    Block files never change once renamed into place, so the index stays valid.
     """
 
-    __slots__ = ("file", "dset", "shape", "dtype", "chunks", "checked", "_blosc", "_index", "_fd", "_strides",
-                 "_bstrides", "_nbytes", "_nblocks", "__weakref__")
+    __slots__ = ("file", "dset", "path", "name", "shape", "dtype", "chunks", "checked", "users", "retired", "mode",
+                 "_check", "_trailer", "_fill", "_index", "_fd", "_strides", "_bstrides", "_nbytes",
+                 "_nblocks", "__weakref__")
 
-    def __init__(self, file: h5py.File, dset: h5py.Dataset) -> None:
+    def __init__(self, file: h5py.File, dset: h5py.Dataset, fd: int | None = None) -> None:
         self.file = file
         self.dset = dset
+        self.path = Path(file.filename)
+        self.name = str(dset.name).lstrip("/")  # the array's path in the file
         self.shape: tuple[int, ...] = dset.shape
         self.dtype: np.dtype = dset.dtype
         self.chunks: tuple[int, ...] | None = dset.chunks
         self.checked = False  # set by the dataset once the shape and dtype were validated
-        self._blosc = False
+        self.users = 0  # reads under way (HandleCache)
+        self.retired = False  # dropped from the cache: closes when the last read ends
         self._index: dict[tuple[int, ...], tuple[int, int, int]] | None = None
-        self._fd: int | None = None
+        self._fd = fd  # a descriptor of the same file as `file`, for os.pread
         self._strides: tuple[int, ...] = ()  # C strides of a chunk, in items
         self._bstrides: tuple[int, ...] = ()  # the same in bytes
         self._nbytes = 0  # bytes of a chunk
         self._nblocks = 0  # blosc blocks per chunk seen last (how much of a frame's offset table to read)
-        if self.chunks is not None:
-            self._strides = tuple(int(np.prod(self.chunks[k + 1:])) for k in range(len(self.chunks)))
-            self._bstrides = tuple(st * self.dtype.itemsize for st in self._strides)
-            self._nbytes = self._strides[0] * self.chunks[0] * self.dtype.itemsize
-        if self.chunks is not None and self.dtype.isnative and _blosc.available():
-            plist = dset.id.get_create_plist()
-            filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-            self._blosc = filters == [BLOSC_FILTER]
+        self._trailer = 0  # bytes after the blosc frame in a stored chunk (fletcher32)
+        self._fill = dset.fillvalue
+        self._check: _blosc.FrameCheck | None = None
+        self.mode = "hdf5"
+        if self.chunks is None:
+            return
+        self._strides = tuple(math.prod(self.chunks[k + 1:]) for k in range(len(self.chunks)))
+        self._bstrides = tuple(st * self.dtype.itemsize for st in self._strides)
+        self._nbytes = self._strides[0] * self.chunks[0] * self.dtype.itemsize
+        plist = dset.id.get_create_plist()
+        filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+        ids = [f[0] for f in filters]
+        if BLOSC_FILTER not in ids:
+            return
+        k = ids.index(BLOSC_FILTER)
+        cd = tuple(filters[k][2])
+        if self.dtype.hasobject or not self._nbytes:
+            self.mode = "refused"
+            return
+        self._check = _blosc.FrameCheck(self._nbytes, self.dtype.itemsize, cd[5] if len(cd) > 5 else 1,
+                                        cd[6] if len(cd) > 6 else 0)
+        if ids == [BLOSC_FILTER] and _blosc.available():
+            self.mode = "direct"
+        elif set(ids[:k]) <= {_SHUFFLE_FILTER} and ids[k + 1:] in ([], [_FLETCHER32]):
+            self.mode = "checked"
+            self._trailer = 4 * len(ids[k + 1:])
+        else:
+            self.mode = "refused"
+        if self.mode not in ("direct", "checked") and fd is not None:  # h5py reads it all: no descriptor needed
+            self._fd = None
+            os.close(fd)
 
     def __iter__(self) -> Any:  # unpacks as (file, dataset)
         return iter((self.file, self.dset))
@@ -685,18 +831,19 @@ class BlockHandle:
                 pass
 
     def close(self) -> None:
-        """Close the file (and the raw descriptor used for direct chunk reads)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Close the file (and the raw descriptor used for direct chunk reads). Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
         self.file.close()
 
-    def direct(self, local: tuple[Any, ...]) -> bool:
-        """Whether `local` is read chunk by chunk outside HDF5 (blosc array, step-1 slices)."""
-        return self._blosc and all(type(s) is slice and s.step == 1 for s in local)
+    @property
+    def direct(self) -> bool:
+        """Whether chunks are read and decoded by this package (blosc alone)."""
+        return self.mode == "direct"
 
     def get(self, local: tuple[slice, ...]) -> np.ndarray:
-        """``dset[local]`` for step-1 slices on a :meth:`direct` array, as a new array (or a view of one)."""
+        """``dset[local]`` for step-1 slices of a :attr:`direct` array, as a new array (or a view of one)."""
         chunks = self.chunks
         assert chunks is not None
         offset = []
@@ -707,11 +854,10 @@ class BlockHandle:
                 self._read_chunks(local, buf, tuple(slice(0, x.stop - x.start) for x in local))
                 return buf
             offset.append(k * c)
-        if self._index is None:
-            self._load_index()
+        index = self._index if self._index is not None else self._load_index()
         inside = tuple(slice(s.start - o, s.stop - o) for s, o in zip(local, offset))
         whole = all(s.stop - s.start == c for s, c in zip(inside, chunks))
-        entry = self._index.get(tuple(offset)) if self._index else None
+        entry = index.get(tuple(offset))
         if not whole and entry is not None:
             part = np.empty(tuple(s.stop - s.start for s in inside), self.dtype)
             lo = sum(s.start * st for s, st in zip(inside, self._strides))
@@ -723,45 +869,131 @@ class BlockHandle:
         return self._whole(tuple(offset))[inside].copy()  # decoded into reused memory; the part copied out
 
     def read(self, local: tuple[Any, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
-        """Read ``dset[local]`` into ``buf[out]``."""
-        if self.direct(local):
-            self._read_chunks(local, buf, out)
-        else:
+        """Read ``dset[local]`` into ``buf[out]``; `local` holds per axis a slice (step > 0) or sorted
+        unique indices, taken as an outer product."""
+        mode = self.mode
+        if mode == "direct":
+            if all(type(s) is slice and s.step == 1 for s in local):
+                self._read_chunks(local, buf, out)
+            else:
+                self._gather(local, buf, out)
+            return
+        if mode == "refused":
+            raise _blosc.BloscError(
+                "its HDF5 filters combine blosc with others in an order whose blosc frames cannot be "
+                "validated before decoding; refused"
+            )
+        if mode == "checked":
+            self._validate_region(local)
+        if sum(type(s) is not slice for s in local) <= 1:
             buf[out] = self.dset[local]
+            return
+        # h5py takes one index array at a time: read the arrays' bounding box, then take
+        box = tuple(s if type(s) is slice else slice(int(s[0]), int(s[-1]) + 1) for s in local)
+        rel = tuple(slice(None) if type(s) is slice else s - s[0] for s in local)
+        buf[out] = self.dset[box][_outer(rel)]
 
-    def _load_index(self) -> None:
+    # ------------------------------------------------------------------ chunk index
+
+    def _load_index(self) -> dict[tuple[int, ...], tuple[int, int, int]]:
         index: dict[tuple[int, ...], tuple[int, int, int]] = {}
+        dsid = self.dset.id
         try:
-            self.dset.id.chunk_iter(lambda c: index.__setitem__(c.chunk_offset, (c.byte_offset, c.size, c.filter_mask)))
-            if hasattr(os, "pread"):
-                self._fd = os.open(self.file.filename, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except (AttributeError, RuntimeError, OSError):  # old HDF5 without chunk_iter: ask per chunk
+            dsid.chunk_iter(lambda c: index.__setitem__(c.chunk_offset, (c.byte_offset, c.size, c.filter_mask)))
+        except (AttributeError, RuntimeError):  # HDF5 before 1.12.3 / 1.10.10: ask chunk by chunk
             index = {}
+            for i in range(dsid.get_num_chunks()):
+                c = dsid.get_chunk_info(i)
+                index[c.chunk_offset] = (c.byte_offset, c.size, c.filter_mask)
+        if self._fd is None:
+            self._fd = open_regular(self.path)
         self._index = index
+        return index
 
-    def _decompress_into(self, offset: tuple[int, ...], target: np.ndarray) -> bool:
-        """Decode the whole chunk at `offset` into the C-contiguous `target`, reading it into a
-        reused per-thread buffer (no allocation per chunk); False, having done nothing, for a
-        chunk without an index entry or stored without the filter."""
-        entry = self._index.get(offset) if self._index else None
-        if entry is None or self._fd is None or entry[2] & 1:
-            return False
-        addr, size, _ = entry
-        nbytes = self._nbytes
-        frame, view, _, _, ptr, _ = _part_buffers(nbytes, self.dtype)
-        if not 16 <= size <= len(frame):
-            return False
-        if _pread_into(self._fd, view[:size], addr) != size:
-            raise _blosc.BloscError(f"chunk at byte {addr} is cut short")
-        _blosc.decompress_ptr(ptr, view[:16], size, target)
-        return True
+    # ------------------------------------------------------------------ whole chunks
 
-    def _raw_chunk(self, offset: tuple[int, ...]) -> tuple[int, bytes]:
-        entry = self._index.get(offset) if self._index else None  # type: ignore[union-attr]
-        if entry is None or self._fd is None:
-            return self.dset.id.read_direct_chunk(offset)  # type: ignore[no-any-return]
+    def _whole(self, offset: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """The decoded chunk at `offset`: in `out` (C-contiguous, the chunk's shape) if given,
+        else in a per-thread buffer. Unwritten chunks hold the fill value."""
+        chunk = _scratch(self.chunks, self.dtype) if out is None else out  # type: ignore[arg-type]
+        index = self._index if self._index is not None else self._load_index()
+        entry = index.get(offset)
+        if entry is None:
+            chunk[...] = self._fill
+            return chunk
         addr, size, mask = entry
-        return mask, os.pread(self._fd, size, addr)
+        nbytes, fd = self._nbytes, self._fd
+        assert fd is not None
+        if mask & 1:  # stored without the filter (HDF5 does that when a filter fails)
+            if size != nbytes + self._trailer:
+                raise _blosc.BloscError(f"chunk at byte {addr} is stored unfiltered in {size} bytes; it holds {nbytes}")
+            _read_exactly(fd, _bytes_of(chunk), addr)
+            return chunk
+        frame, view, _, _, ptr, _ = _part_buffers(nbytes, self.dtype)
+        if size > nbytes + 16 + self._trailer:
+            raise _blosc.BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
+        _read_exactly(fd, view[:size], addr)
+        size -= self._trailer
+        check = self._check
+        assert check is not None
+        nblocks = check.header(frame, size)[2]
+        if nblocks:
+            check.offsets(frame, nblocks, size)
+        _blosc.decompress_ptr(ptr, chunk, nbytes)
+        return chunk
+
+    def _validate_region(self, local: tuple[Any, ...]) -> None:
+        """Validate the blosc frame of every chunk `local` touches (``"checked"`` strategy)."""
+        index = self._index if self._index is not None else self._load_index()
+        chunks, check, fd = self.chunks, self._check, self._fd
+        assert chunks is not None and check is not None and fd is not None
+        ranges = []
+        for s, c in zip(local, chunks):
+            lo, hi = (s.start, s.stop - 1) if type(s) is slice else (int(s[0]), int(s[-1]))
+            ranges.append(range(lo // c * c, hi // c * c + 1, c))
+        nbytes = self._nbytes
+        frame, view = _part_buffers(nbytes, self.dtype)[:2]
+        for offset in itertools.product(*ranges):
+            entry = index.get(offset)
+            if entry is None or entry[2] & 1:
+                continue
+            addr, size, _ = entry
+            if size > nbytes + 16 + self._trailer:
+                raise _blosc.BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores at most {nbytes + 16}")
+            _read_exactly(fd, view[:size], addr)
+            nblocks = check.header(frame, size - self._trailer)[2]
+            if nblocks:
+                check.offsets(frame, nblocks, size - self._trailer)
+
+    def _gather(self, local: tuple[Any, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
+        """Stepped slices and index arrays: decode each touched chunk once, take what is needed."""
+        chunks = self.chunks
+        assert chunks is not None
+        if self._index is None:
+            self._load_index()
+        per_axis = []
+        for s, o, c in zip(local, out, chunks):
+            idx = np.arange(s.start, s.stop, s.step) if type(s) is slice else np.asarray(s)
+            k = idx // c
+            bounds = [0, *(np.flatnonzero(np.diff(k)) + 1).tolist(), len(idx)]
+            per_axis.append([(int(k[i0]) * c, _as_slice(idx[i0:i1] - int(k[i0]) * c), slice(o.start + i0, o.start + i1))
+                             for i0, i1 in zip(bounds[:-1], bounds[1:])])
+        run_shared(self._gather_all, list(itertools.product(*per_axis)), buf)
+
+    def _gather_all(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
+        chunks = self.chunks
+        assert chunks is not None
+        for job in jobs:
+            offset = tuple(j[0] for j in job)
+            inner = tuple(j[1] for j in job)
+            target = buf[tuple(j[2] for j in job)]
+            if target.flags.c_contiguous and all(type(s) is slice and s.step == 1 and s.stop - s.start == c
+                                                 for s, c in zip(inner, chunks)):
+                self._whole(offset, target)
+            else:
+                target[...] = self._whole(offset)[_outer(inner)]
+
+    # ------------------------------------------------------------------ step-1 regions
 
     def _read_chunks(self, local: tuple[slice, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
         if self._index is None:
@@ -783,7 +1015,7 @@ class BlockHandle:
         if all(len(axis) == 1 for axis in per_axis):
             self._decode(first, buf)
             return
-        if self._fd is not None and self._parts_pay(span * self.dtype.itemsize, first):
+        if self._parts_pay(span * self.dtype.itemsize, first):
             # small parts of many chunks (a trace through time): a few µs of decoding each, less
             # than handing work between threads costs (measured: two threads took twice as long)
             if all(len(axis) == 1 or c == 1 for axis, c in zip(per_axis, chunks)):
@@ -793,6 +1025,49 @@ class BlockHandle:
                     self._decode(job, buf)
             return
         run_shared(self._decode_all, list(itertools.product(*per_axis)), buf)
+
+    def _parts_pay(self, span: int, job: Any) -> bool:
+        """Whether decoding `span` bytes of each chunk from its own blosc blocks decodes less
+        than half of what whole chunks would (judged from the first chunk's header)."""
+        nbytes = self._nbytes
+        if 2 * span > nbytes:
+            return False
+        if not self._nblocks:
+            entry = self._index.get(tuple(j[0] for j in job)) if self._index else None
+            if entry is None or entry[2] & 1 or entry[1] < 16 or self._fd is None:
+                return False
+            head = os.pread(self._fd, 16, entry[0])
+            if len(head) < 16:
+                return False
+            _, _, flags, _, _, blocksize, _ = _blosc.HEADER.unpack_from(head)
+            if flags & _blosc.MEMCPYED:  # stored as is: any part is one read
+                return True
+            if not 0 < blocksize <= nbytes:
+                return False  # the whole-chunk path says what is wrong
+            self._nblocks = -(-nbytes // blocksize)
+        blocksize = nbytes / self._nblocks
+        return (span // blocksize + 2) * blocksize * 2 <= nbytes
+
+    def _decode_all(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
+        for job in jobs:
+            self._decode(job, buf)
+
+    def _decode(self, job: tuple[tuple[Any, ...], ...], buf: np.ndarray) -> None:
+        """Decode one chunk's part of a read; `job` holds per axis (chunk offset, slice in the chunk,
+        slice in `buf`, whole-axis flag, first and last item offsets in the chunk)."""
+        offset = tuple(j[0] for j in job)
+        target = buf[tuple(j[2] for j in job)]
+        if not all(j[3] for j in job):
+            entry = self._index.get(offset) if self._index else None
+            if entry is not None and self._decode_part(entry, sum(j[4] for j in job), sum(j[5] for j in job) + 1,
+                                                       target):
+                return
+        elif target.flags.c_contiguous:
+            self._whole(offset, target)  # the whole chunk, straight into the output
+            return
+        target[...] = self._whole(offset)[tuple(j[1] for j in job)]
+
+    # ------------------------------------------------------------------ parts of chunks
 
     def _decode_rows(self, per_axis: list[list[Any]], buf: np.ndarray) -> None:
         """Decode the same part of many chunks that are one item deep on the axes they
@@ -805,7 +1080,7 @@ class BlockHandle:
         counts = [len(axis) for axis in per_axis]
         rows = np.empty((math.prod(counts), n), self.dtype)
         itemsize = self.dtype.itemsize
-        view, ptr, row = memoryview(rows).cast("B"), rows.ctypes.data, n * itemsize
+        view, ptr, row = _bytes_of(rows), rows.ctypes.data, n * itemsize
         index = self._index
         assert index is not None
         offsets = list(itertools.product(*([e[0] for e in axis] for axis in per_axis)))
@@ -829,105 +1104,42 @@ class BlockHandle:
     def _rows_batch(self, entries: list[tuple[int, int, int] | None], lo: int, hi: int, dest: int, row: int
                     ) -> list[int]:
         """Decode items ``lo..hi`` of many chunks, chunk i to address ``dest + i * row``, as
-        :meth:`_items_into` does one, with less said per chunk when the items lie in one
-        blosc block; returns the chunks left for :meth:`_items_into` (an unexpected
-        header, a frame stored as is, items across blocks: it decodes them or says what
-        is wrong)."""
+        :meth:`_items_into` does one, with less said per chunk; returns the chunks left for
+        :meth:`_items_into` (unwritten, stored unfiltered or as is, a different block size,
+        a table not as read: it decodes them or says what is wrong). Every header and
+        offset table is validated before c-blosc sees it."""
         nblocks, nbytes, itemsize = self._nblocks, self._nbytes, self.dtype.itemsize
-        if nblocks < 2 or self._fd is None:
+        check, fd = self._check, self._fd
+        if nblocks < 2 or fd is None or check is None:
             return list(range(len(entries)))
-        fd, table = self._fd, 16 + 4 * nblocks
+        table = 16 + 4 * nblocks
         frame, view, _, _, base, _ = _part_buffers(nbytes, self.dtype)
-        header, n, getitem, preadv = _blosc.HEADER.unpack_from, hi - lo, _LIB_GETITEM, os.preadv
+        getitem, preadv, header, offsets, span = (_LIB_GETITEM, os.preadv, check.header, check.offsets,
+                                                  _blosc.span)
+        n = hi - lo
         left: list[int] = []
-        blocksize = 0
+        blocksize = first = last = 0
         for i, entry in enumerate(entries):
-            if entry is None or entry[2] & 1 or not table <= entry[1] <= len(frame):
+            if entry is None or entry[2] & 1 or not table <= entry[1] <= nbytes + 16:
                 left.append(i)
                 continue
             addr, size, _ = entry
             if preadv(fd, (view[:table],), addr) != table:
                 left.append(i)
                 continue
-            _, _, flags, _, total, bsize, cbytes = header(frame)
-            if not blocksize:  # the blocks holding the items: the same in every chunk of this size
-                if bsize <= 0 or -(-nbytes // bsize) != nblocks:
-                    return list(range(len(entries)))
-                blocksize, first, last = bsize, lo * itemsize // bsize, (hi * itemsize - 1) // bsize
-                tail = last + 1 >= nblocks  # the items reach the frame's last block, which ends at its end
-                offsets = _offsets_struct(last - first + 1 + (not tail)).unpack_from
-            if total != nbytes or cbytes != size or bsize != blocksize or flags & _blosc.MEMCPYED:
-                left.append(i)  # unusual: the careful path decodes it or says what is wrong
+            flags, bsize, nb = header(frame, size)  # raises on anything c-blosc must not see
+            if nb != nblocks:
+                left.append(i)  # stored as is, or another block size: the careful path
                 continue
-            span = offsets(frame, 16 + 4 * first)
-            if tail:
-                span += (size,)
-            a = table - 1
-            for b in span:  # stored in order, inside the frame
-                if b <= a or b > size:
-                    break
-                a = b
-            else:
-                a, b = span[0], span[-1]
-                if a < b and _pread_into(fd, view[a:b], addr + a) == b - a:
-                    if getitem(base, lo, n, dest + i * row) == n * itemsize:
-                        continue
-                    raise _blosc.BloscError(f"blosc could not decode items {lo}..{hi} of the chunk at byte {addr}")
-            left.append(i)
-        return sorted(left)
-
-    def _whole(self, offset: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
-        """The decoded chunk at `offset`: in `out` (C-contiguous, the chunk's shape) if given,
-        else in a per-thread buffer (or a read-only view of the stored bytes)."""
-        chunk = _scratch(self.chunks, self.dtype) if out is None else out  # type: ignore[arg-type]
-        if self._decompress_into(offset, chunk):
-            return chunk
-        mask, raw = self._raw_chunk(offset)
-        if not mask & 1:
-            _blosc.decompress(raw, chunk)
-            return chunk
-        stored = np.frombuffer(raw, self.dtype).reshape(self.chunks)  # type: ignore[arg-type]
-        if out is None:  # stored without the filter (HDF5 does that for incompressible chunks)
-            return stored
-        out[...] = stored
-        return out
-
-    def _parts_pay(self, span: int, job: Any) -> bool:
-        """Whether decoding `span` bytes of each chunk from its own blosc blocks decodes less
-        than half of what whole chunks would (judged from the first chunk's header)."""
-        nbytes = self._nbytes
-        if 2 * span > nbytes:
-            return False
-        if not self._nblocks:
-            entry = self._index.get(tuple(j[0] for j in job)) if self._index else None
-            if entry is None or entry[2] & 1 or entry[1] < 16:
-                return False
-            head = os.pread(self._fd, 16, entry[0])  # type: ignore[arg-type]
-            _, _, flags, _, _, blocksize, _ = _blosc.HEADER.unpack_from(head)
-            if flags & _blosc.MEMCPYED:  # stored as is: any part is one read
-                return True
-            self._nblocks = -(-nbytes // max(blocksize, 1))
-        blocksize = nbytes / self._nblocks
-        return (span // blocksize + 2) * blocksize * 2 <= nbytes
-
-    def _decode_all(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
-        for job in jobs:
-            self._decode(job, buf)
-
-    def _decode(self, job: tuple[tuple[Any, ...], ...], buf: np.ndarray) -> None:
-        """Decode one chunk's part of a read; `job` holds per axis (chunk offset, slice in the chunk,
-        slice in `buf`, whole-axis flag, first and last item offsets in the chunk)."""
-        offset = tuple(j[0] for j in job)
-        target = buf[tuple(j[2] for j in job)]
-        if not all(j[3] for j in job):
-            entry = self._index.get(offset) if self._index else None
-            if entry is not None and self._decode_part(entry, sum(j[4] for j in job), sum(j[5] for j in job) + 1,
-                                                       target):
-                return
-        elif target.flags.c_contiguous:
-            self._whole(offset, target)  # the whole chunk, straight into the output
-            return
-        target[...] = self._whole(offset)[tuple(j[1] for j in job)]
+            if bsize != blocksize:  # the blocks holding the items: the same in every chunk of this size
+                blocksize, first, last = bsize, lo * itemsize // bsize, (hi * itemsize - 1) // bsize
+            starts = offsets(frame, nblocks, size)
+            a, b = span(starts, frame, first, last, size)
+            if _pread_into(fd, view[a:b], addr + a) != b - a:
+                raise _blosc.BloscError(f"the chunk at byte {addr} is cut short (a truncated file?)")
+            if getitem(base, lo, n, dest + i * row) != n * itemsize:
+                raise _blosc.BloscError(f"blosc could not decode items {lo}..{hi} of the chunk at byte {addr}")
+        return left
 
     def _decode_part(self, entry: tuple[int, int, int], lo: int, hi: int, target: np.ndarray) -> bool:
         """Decode items ``lo..hi`` (C order) of the chunk at index `entry` into `target`, which
@@ -946,51 +1158,46 @@ class BlockHandle:
         filter mask) into `dest` (bytes at address `dest_ptr`), from only the blosc blocks
         that hold them.
 
-        Reads the frame's header and block offsets, then the compressed bytes of those
-        blocks, and decodes the items with ``blosc_getitem``. False, having done nothing,
-        for a chunk stored without the filter, of one block, or with blocks out of order.
+        Reads the frame's header and block offsets, validates them, then reads the
+        compressed bytes of those blocks and decodes the items with ``blosc_getitem``.
+        False, having done nothing, for a chunk of one blosc block.
         """
-        if self._fd is None or entry[2] & 1:
-            return False
-        addr, size, _ = entry
-        nbytes = self._nbytes
-        itemsize = self.dtype.itemsize
-        frame, view, _, _, frame_ptr, _ = _part_buffers(nbytes, self.dtype)
-        if size > len(frame):  # more than blosc ever writes: let the full path judge
-            return False
-        fd = self._fd
-        have = min(size, 16 + 4 * self._nblocks)
-        if _pread_into(fd, view[:have], addr) != have:
-            raise _blosc.BloscError(f"chunk at byte {addr} is cut short")
-        _, _, flags, _, total, blocksize, cbytes = _blosc.HEADER.unpack_from(frame)
-        if total != nbytes or cbytes != size or blocksize <= 0:
-            raise _blosc.BloscError(f"blosc frame header says {total} bytes from {cbytes}; expected {nbytes} from {size}")
+        fd, check = self._fd, self._check
+        assert fd is not None and check is not None
+        addr, size, mask = entry
+        nbytes, itemsize = self._nbytes, self.dtype.itemsize
         n = hi - lo
-        if flags & _blosc.MEMCPYED:  # stored as is, after the header
-            if _pread_into(fd, dest[: n * itemsize], addr + 16 + lo * itemsize) != n * itemsize:
-                raise _blosc.BloscError(f"chunk at byte {addr} is cut short")
+        if mask & 1:  # stored without the filter: the items are where they are
+            if size != nbytes:
+                raise _blosc.BloscError(f"chunk at byte {addr} is stored unfiltered in {size} bytes; it holds {nbytes}")
+            _read_exactly(fd, dest[: n * itemsize], addr + lo * itemsize)
             return True
-        nblocks = self._nblocks = -(-nbytes // blocksize)
+        frame, view, _, _, frame_ptr, _ = _part_buffers(nbytes, self.dtype)
+        if size > nbytes + 16:
+            raise _blosc.BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
+        have = min(size, 16 + 4 * self._nblocks)
+        _read_exactly(fd, view[:have], addr)
+        _, blocksize, nblocks = check.header(frame, size)
+        if not nblocks:  # stored as is, after the header
+            _read_exactly(fd, dest[: n * itemsize], addr + 16 + lo * itemsize)
+            return True
+        self._nblocks = nblocks
         if nblocks == 1:
             return False
         table = 16 + 4 * nblocks
-        if table > size:
-            raise _blosc.BloscError(f"blosc frame of {size} bytes cannot hold {nblocks} block offsets")
-        if have < table and _pread_into(fd, view[have:table], addr + have) != table - have:
-            raise _blosc.BloscError(f"chunk at byte {addr} is cut short")
-        span = _blosc.block_span(view[16:table], lo * itemsize // blocksize, (hi * itemsize - 1) // blocksize, cbytes)
-        if span is None:
-            return False
-        a, b = span
-        if _pread_into(fd, view[a:b], addr + a) != b - a:
-            raise _blosc.BloscError(f"chunk at byte {addr} is cut short")
+        if have < table:
+            _read_exactly(fd, view[have:table], addr + have)
+        starts = check.offsets(frame, nblocks, size)
+        a, b = _blosc.span(starts, frame, lo * itemsize // blocksize, (hi * itemsize - 1) // blocksize, size)
+        _read_exactly(fd, view[a:b], addr + a)
         _blosc.getitem_ptr(frame_ptr, lo, n, dest_ptr, itemsize)
         return True
 
 
 def _part_buffers(nbytes: int, dtype: np.dtype) -> tuple[np.ndarray, memoryview, np.ndarray, memoryview, int, int]:
-    """Per-thread buffers for partial chunk reads: the compressed frame and its memoryview,
-    decoded items and their memoryview (bytes), and the addresses of the two arrays."""
+    """Per-thread buffers for chunk reads: the compressed frame and its memoryview (room for
+    the largest valid frame and more: c-blosc never reads past it), decoded items and their
+    memoryview (bytes), and the addresses of the two arrays."""
     cache = getattr(_SCRATCH, "parts", None)
     if cache is None:
         cache = _SCRATCH.parts = {}
@@ -999,21 +1206,27 @@ def _part_buffers(nbytes: int, dtype: np.dtype) -> tuple[np.ndarray, memoryview,
     if bufs is None:
         if len(cache) > 8:
             cache.clear()
-        frame = np.empty(nbytes + 16 + 4 * (nbytes // 128 + 1), np.uint8)
+        frame = np.zeros(nbytes + 64 + 4 * (nbytes // 128 + 1), np.uint8)
         items = np.empty(nbytes // dtype.itemsize, dtype)
-        bufs = cache[key] = (frame, memoryview(frame), items, memoryview(items).cast("B"),  # type: ignore[arg-type]
-                             frame.ctypes.data, items.ctypes.data)
+        bufs = cache[key] = (frame, memoryview(frame), items, _bytes_of(items), frame.ctypes.data, items.ctypes.data)
     return bufs
 
 
 def open_block(
     path: Path, block: tuple[int, ...], root: Path, key: str | None, rdcc_nbytes: int
 ) -> BlockHandle:
-    """Open a block file read-only and find its array (see :func:`_open_readonly` on locking)."""
+    """Open a block file read-only and find its array (see :func:`_open_readonly` on locking).
+
+    Refuses (:class:`UnsafeDatasetError`) anything that is not a regular file, and an
+    array reached through a link, virtual, or stored in external files; a file that is
+    missing raises :class:`MissingBlockError`, one that is not HDF5 :class:`CorruptBlockError`.
+    """
     try:
-        f = _open_readonly(path, rdcc_nbytes)
+        fd, f = _open_same(path, rdcc_nbytes)
     except FileNotFoundError as e:
         raise MissingBlockError(path, block) from e
+    except NotRegularFileError as e:
+        raise UnsafeDatasetError(f"block {block}: {e}") from None
     except OSError as e:
         if not path.exists():
             raise MissingBlockError(path, block) from e
@@ -1030,16 +1243,44 @@ def open_block(
                 f"{str(path)!r}: {name!r} is {what}; a block file must hold its own array (refused, "
                 "as its sources could lie outside the dataset folder)"
             )
-        return BlockHandle(f, dset)
+        return BlockHandle(f, dset, fd)
     except BaseException:
         f.close()
+        os.close(fd)
         raise
+
+
+def _open_same(path: Path, rdcc_nbytes: int) -> tuple[int, h5py.File]:
+    """A descriptor and an h5py file of the same file at `path`, which a writer may replace
+    (rename over) at any moment: the path must name the same file before and after h5py opens it."""
+    for _ in range(8):
+        fd = open_regular(path)
+        try:
+            before = os.fstat(fd)
+            f = _open_readonly(path, rdcc_nbytes)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            after = os.stat(path)
+        except OSError:
+            after = None
+        if after is not None and (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino):
+            return fd, f
+        f.close()
+        os.close(fd)
+    raise OSError(f"{str(path)!r} kept being replaced while it was opened")
 
 
 class HandleCache:
     """A small LRU of open block files, per process: handles never cross a fork.
 
-    Thread-safe. ``maxsize`` bounds the cached files; the least recently used is dropped first.
+    Thread-safe. ``maxsize`` bounds the cached files; the least recently used is dropped
+    first. A handle is closed only when no read uses it: reads take it with
+    :meth:`acquire` and give it back with :meth:`release`; one dropped from the cache (by
+    the LRU, :meth:`clear`, a dataset's ``close()`` or ``refresh()``) while reads use it
+    closes when the last of them releases it, so no read ever sees its file, or a
+    descriptor number reused by another file, closed under it.
     """
 
     def __init__(self, maxsize: int = 32) -> None:
@@ -1054,34 +1295,62 @@ class HandleCache:
             self._lock = threading.Lock()
             self._pid = os.getpid()
 
-    def get_or_open(self, index: int, opener: Any) -> BlockHandle:
-        """The handle of block `index`, opened with ``opener()`` if it is not cached.
-
-        An evicted handle is not closed here but dropped: a thread that is reading from it
-        keeps it alive, and it closes when its last reference goes.
-        """
+    def acquire(self, index: int, opener: Any) -> BlockHandle:
+        """The handle of block `index` (opened with ``opener()`` if it is not cached), in use
+        until :meth:`release`."""
         self._check_pid()
+        dropped: list[BlockHandle] = []
         with self._lock:
             item = self._items.get(index)
             if item is not None:
                 self._items.move_to_end(index)
-                return item
-            item = opener()
-            self._items[index] = item
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-            return item
+            else:
+                item = opener()
+                self._items[index] = item
+                while len(self._items) > self.maxsize:
+                    old = self._items.popitem(last=False)[1]
+                    old.retired = True
+                    if not old.users:
+                        dropped.append(old)
+            item.users += 1
+        for old in dropped:
+            _close_quietly(old)
+        return item
+
+    def release(self, item: BlockHandle) -> None:
+        """End a use of `item` begun by :meth:`acquire`."""
+        with self._lock:
+            item.users -= 1
+            close = item.retired and not item.users
+        if close:
+            _close_quietly(item)
+
+    def get_or_open(self, index: int, opener: Any) -> BlockHandle:
+        """The handle of block `index` for metadata only (shape, dtype): no read may use it
+        after another thread could :meth:`clear` the cache."""
+        item = self.acquire(index, opener)
+        self.release(item)
+        return item
 
     def clear(self) -> None:
-        """Close every cached file."""
+        """Drop every cached file: close those no read uses now, the others when their reads end."""
         self._check_pid()
         with self._lock:
             items, self._items = list(self._items.values()), OrderedDict()
-        for handle in items:
-            try:
-                handle.close()
-            except Exception:  # pragma: no cover - closing is best effort
-                pass
+            idle = []
+            for item in items:
+                item.retired = True
+                if not item.users:
+                    idle.append(item)
+        for item in idle:
+            _close_quietly(item)
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _close_quietly(handle: BlockHandle) -> None:
+    try:
+        handle.close()
+    except Exception:  # pragma: no cover - closing is best effort
+        pass
