@@ -548,7 +548,7 @@ def _read_vds(path: Path) -> np.ndarray:
     [
         pytest.param("padded", "vds.h5", id="padded-beside"),
         pytest.param("zyx_float32_2axes", "vds.h5", id="2-axes-beside"),
-        pytest.param("tzyx_uint16", "DATASET/stack.h5", id="inside-the-folder"),
+        pytest.param("tzyx_uint16", "DATASET.h5", id="beside-with-the-folder-name"),
         pytest.param("yx_int32", "exports/vds.h5", id="sibling-folder"),
     ],
 )
@@ -568,6 +568,16 @@ def test_export_vds_moves_with_the_folder(tmp_path, capsys, monkeypatch, case, o
         sources = {s.file_name for s in f["stack"].virtual_sources()}
     assert all(not os.path.isabs(s) for s in sources)
     np.testing.assert_array_equal(_read_vds(tmp_path / "moved" / out_name), expected)
+
+
+@pytest.mark.parametrize("out_name", ["ds/stack.h5", "ds/0001.h5", "ds/stack_metadata.json", "ds", "."])
+def test_export_vds_refuses_an_output_overlapping_the_dataset(tmp_path, capsys, monkeypatch, out_name) -> None:
+    root = make(tmp_path / "ds")
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.read_bytes() for p in root.iterdir()}
+    code, out, err = run(capsys, "export-vds", root, out_name)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "overlap" in err, err
+    assert {p: p.read_bytes() for p in root.iterdir()} == before
 
 
 def test_export_vds_carries_metadata_and_refuses_an_existing_file(tmp_path, capsys) -> None:
