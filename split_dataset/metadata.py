@@ -389,25 +389,28 @@ class Metadata:
         for key in ("shape_full", "shape_block"):
             if key not in d:
                 raise MetadataError(f"metadata has no {key!r}; keys found: {_show(sorted(map(str, d)))}")
-        complete = d.get("complete")
+        def get(key: str, absent: Any = None) -> Any:  # a JSON value, validated by __post_init__
+            value = d.get(key)
+            return absent if value is None else value
+
+        complete = get("complete")
         if isinstance(complete, int) and not isinstance(complete, bool) and complete in (0, 1):
             complete = bool(complete)  # written by tools without a boolean type
-        attrs = d.get("attrs")
-        units = d.get("units")
+        attrs, units = get("attrs", {}), get("units", ())
         return cls(
             shape=d["shape_full"],
             shape_block=d["shape_block"],
-            padding=d.get("padding") if d.get("padding") is not None else (),
-            dtype=d.get("dtype"),
-            resolution=d.get("resolution") if d.get("resolution") is not None else (),
-            axis_order=d.get("axis_order") if d.get("axis_order") is not None else "",
-            data_key=d.get("data_key"),
-            compression=d.get("compression"),
-            chunks=d.get("chunks"),
-            attrs=dict(attrs) if isinstance(attrs, Mapping) else ({} if attrs is None else attrs),
+            padding=get("padding", ()),
+            dtype=get("dtype"),
+            resolution=get("resolution", ()),
+            axis_order=get("axis_order", ""),
+            data_key=get("data_key"),
+            compression=get("compression"),
+            chunks=get("chunks"),
+            attrs=dict(attrs) if isinstance(attrs, Mapping) else attrs,
             complete=complete,
-            units=tuple(units) if _is_list(units) else (() if units is None else units),
-            frame_interval=d.get("frame_interval"),
+            units=tuple(units) if _is_list(units) else units,
+            frame_interval=get("frame_interval"),
             crop_start=d.get("crop_start") or (),
             crop_end=d.get("crop_end") or (),
             extra={k: v for k, v in raw.items() if k not in _CLASSIC_KEYS + _OWN_KEYS},
