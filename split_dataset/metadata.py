@@ -113,12 +113,12 @@ def _parse_int(value: Any, what: str, *, minimum: int) -> int:
         out = int(value)
     elif isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
         if abs(float(value)) > _MAX_INT:
-            raise MetadataError(f"{what} must be an integer below 2**62, got {_show(value)}")
+            raise MetadataError(f"{what} is impossibly large: {_show(value)} (at most 2**62)")
         out = int(float(value))
     else:
         raise MetadataError(f"{what} must be an integer, got {_show(value)}")
     if abs(out) > _MAX_INT:
-        raise MetadataError(f"{what} must be an integer below 2**62, got {_show(out)}")
+        raise MetadataError(f"{what} is impossibly large: {_show(out)} (at most 2**62)")
     if out < minimum:
         raise MetadataError(f"{what} must be >= {minimum}, got {out}")
     return out
