@@ -122,7 +122,15 @@ def _external_raw(target: Path):
     return build
 
 
+def _nested_ext(target: Path):
+    def build(f):
+        g = f.create_group("grp")
+        g["sub"] = h5py.ExternalLink(str(target), "grp")
+    return build
+
+
 LINKS = {
+    "data_key-through-nested-external-link": (_nested_ext, "grp/sub/stack_4D"),
     "data_key-through-external-link-group": (_ext_group, "grp/stack_4D"),
     "data_key-through-soft-link-to-external": (_soft_to_ext_group, "grp/stack_4D"),
     "data_key-3D-through-external-link-group": (_ext_group, "grp/stack_3D"),
@@ -140,13 +148,11 @@ def test_links_out_of_the_folder_are_refused(tmp_path, name):
     root = make(tmp_path / "ds")
     if key is not None:
         edit_meta(root, data_key=key)
-        if key.endswith("3D"):  # every block reachable under the key (the outside one: 3-D would mismatch)
-            pass
         # the other blocks hold their array under the key too, so only the planted link is hostile
         with h5py.File(root / "0000.h5", "a") as f:
             if "/" in key:
                 f.move("stack_4D", "tmp_stack")
-                f.create_group(key.split("/")[0])
+                f.require_group(key.rsplit("/", 1)[0])
                 f.move("tmp_stack", key)
     _replace_block(root / "0001.h5", build(target))
     results = probe(root, *OPS)
@@ -210,9 +216,20 @@ def _directory(p: Path, tmp: Path) -> None:
     p.mkdir()
 
 
+def _loop(p: Path, tmp: Path) -> None:
+    os.symlink(tmp / "loop_b", tmp / "loop_a")
+    os.symlink(tmp / "loop_a", tmp / "loop_b")
+    os.symlink(tmp / "loop_a", p)
+
+
+def _dev_urandom(p: Path, tmp: Path) -> None:
+    os.symlink("/dev/urandom", p)
+
+
 SPECIAL = {"fifo": _fifo, "symlink-dev-zero": _dev_zero, "symlink-dev-null": _dev_null,
            "symlink-to-directory": _dir_link, "dangling-symlink": _dangling, "symlink-to-fifo": _fifo_link,
-           "char-device": _char_device, "directory": _directory}
+           "char-device": _char_device, "directory": _directory, "symlink-loop": _loop,
+           "symlink-dev-urandom": _dev_urandom}
 
 
 @pytest.mark.parametrize("which", ["0001.h5", "0000.h5"])
@@ -341,6 +358,32 @@ def test_hostile_metadata(tmp_path, name):
         if code not in (1, 2) or "Traceback" in err or len(lines) != (1 if cmd == "info" else len(lines[:1])):
             bad.append(f"CLI {cmd}: exit {code}, stderr {err[-300:]!r}")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink-dev-zero", "symlink-dev-urandom", "symlink-to-fifo", "directory",
+                                  "symlink-loop", "dangling-symlink"])
+def test_special_files_as_metadata(tmp_path, kind):
+    """stack_metadata.json itself a FIFO, a device, a directory...: an error, never a hang."""
+    root = make(tmp_path / "ds")
+    (root / "stack_metadata.json").unlink()
+    SPECIAL[kind](root / "stack_metadata.json", tmp_path)
+    results = probe(root, "open", "verify", "info", timeout=10)
+    bad = [f"{op} -> {o}" for op, o in results.items()
+           if not (o.startswith("pkg:") or (op == "verify" and o.startswith("verify-problems")))]
+    for cmd in ("info", "verify"):
+        code, out, err = cli(cmd, str(root), timeout=10)
+        if code not in (1, 2) or "Traceback" in err:
+            bad.append(f"CLI {cmd}: exit {code}, stderr {err[-300:]!r}")
+    assert not bad, "\n".join(bad)
+
+
+def test_huge_metadata_file(tmp_path):
+    """A 40 MB stack_metadata.json (valid JSON padded with spaces): refused or read, in bounded time and memory."""
+    root = make(tmp_path / "ds")
+    doc = (root / "stack_metadata.json").read_text()
+    (root / "stack_metadata.json").write_text(" " * (40 << 20) + doc)
+    results = probe(root, "open", "verify", timeout=30, memory=1 << 30)
+    assert not any(o.startswith(("DIED", "other")) for o in results.values()), results
 
 
 # ----------------------------------------------------------------------------- writes through symlinks
