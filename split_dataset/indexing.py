@@ -38,15 +38,16 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
 from .errors import InvalidIndexError
 from .grid import BlockGrid
 
-__all__ = ["Indexer", "DimSelection", "LocalSel", "normalize_index"]
+__all__ = ["DimSelection", "Indexer", "LocalSel", "normalize_index"]
 
 #: What one axis of a block read selects: a slice (step > 0) or sorted unique indices.
 LocalSel = Union[slice, np.ndarray]
@@ -457,7 +458,6 @@ class Indexer:
         linked: list[tuple[int, np.ndarray]] = []
         if n_fancy == 1 and len(arrays) == 1 and arrays[0][2] is None:
             # one 1-D, sorted, unique advanced index: the buffer holds it as is; read as a view
-            axis = arrays[0][0]
             if not _adjacent(items):
                 # numpy puts its dimension first: count the view's dimensions before it
                 pos = arrays[0][3]
