@@ -41,6 +41,7 @@ import numpy as np
 from .dataset import SplitDataset
 from .errors import BlockMismatchError, MissingBlockError
 from .grid import BlockGrid
+from .locks import refuse_if_written
 from .storage import METADATA_FILENAME, Codec, default_chunks, scan_block_files
 from .writer import DEFAULT_COMPRESSION, default_shape_block, make_metadata, save
 
@@ -592,6 +593,8 @@ def _check_destination(dst: Path, overwrite: bool) -> None:
         return  # an empty folder is as good as none (as for split_dataset.save)
     if not overwrite:
         raise FileExistsError(f"{str(dst)!r} already exists; pass overwrite=True (--overwrite) to replace it")
+    if dst.is_dir():
+        refuse_if_written(dst, "replace it")
     if dst.is_dir() and not dst.is_symlink():
         ours = (dst / METADATA_FILENAME).exists() or any((dst / m).exists() for m in _ZARR_MARKERS)
         if not ours and not scan_block_files(dst):
@@ -619,6 +622,8 @@ def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
         elif not overwrite:
             raise FileExistsError(f"{str(dst)!r} appeared while it was being written; the result is not moved there")
         else:
+            if dst.is_dir():  # a writer may have started in it since the destination was checked
+                refuse_if_written(dst, "replace it")
             old = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:12]}.old")
             os.replace(dst, old)
             try:
@@ -979,6 +984,8 @@ def convert(
         The source does not exist.
     FileExistsError
         The destination exists and `overwrite` is False.
+    WriterLockedError
+        The destination is a split dataset that a live writer holds (a ``FileExistsError``).
     ValueError
         An unknown source or destination type (:class:`SourceError`), a path inside a file
         that names no array, a block shape that does not fit the array, an unknown codec.
@@ -1073,6 +1080,8 @@ def export_vds(
         Block files are missing and no `fill_value` was given.
     FileExistsError
         `out` exists and `overwrite` is False.
+    ValueError
+        `out` is the dataset folder, lies inside it (a block file, the metadata) or holds it.
 
     Examples
     --------
@@ -1088,6 +1097,11 @@ def export_vds(
     ds = path if isinstance(path, SplitDataset) else SplitDataset(path)
     try:
         out = Path(out)
+        if _same_or_inside(out, ds.root) or _same_or_inside(ds.root, out):
+            raise ValueError(
+                f"the output {str(out)!r} and the dataset {str(ds.root)!r} overlap (the output would replace "
+                "the dataset, one of its files, or what holds it); write it outside the dataset folder"
+            )
         grid = ds.grid
         files = ds.files.ravel()
         missing = set(ds.missing_blocks)

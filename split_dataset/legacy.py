@@ -20,6 +20,7 @@ import numpy as np
 from .dataset import SplitDataset
 from .errors import BlockMismatchError, MissingBlockError
 from .grid import grid_shape
+from .locks import refuse_if_written
 from .metadata import Metadata
 from .storage import METADATA_FILENAME, Codec, block_name, open_block, write_json_atomic
 from .writer import BlockSink, DEFAULT_COMPRESSION, default_shape_block
@@ -347,6 +348,7 @@ class EmptySplitDataset(Blocks):
         super().__init__(shape_full, shape_block, dim_split, blocks_number, padding, crop)
         self.root = Path(root) / name
         if self.root.is_dir():
+            refuse_if_written(self.root, "write blocks into it")
             warnings.warn(f"Existing directory {str(self.root)!r}: blocks written now replace its files",
                           stacklevel=2)
         else:
@@ -371,7 +373,12 @@ class EmptySplitDataset(Blocks):
         BlockSink(self.root, meta, self.codec).write_unchecked(n, arr)
 
     def finalize(self) -> SplitDataset:
-        """Check that every block file is there, write ``stack_metadata.json``, open the dataset."""
+        """Check that every block file is there, write ``stack_metadata.json``, open the dataset.
+
+        Raises :class:`~split_dataset.errors.WriterLockedError` if a live
+        :class:`~split_dataset.SplitDatasetWriter` holds the folder meanwhile.
+        """
+        refuse_if_written(self.root, "write its metadata")
         missing = [name for name in self.files if not (self.root / name).is_file()]
         if missing:
             raise MissingBlockError(

@@ -403,11 +403,16 @@ class SplitDatasetWriter:
     def _worker(self) -> None:
         while True:
             item = self._work.get()
-            try:
-                if item is None:
+            if item is None:  # stop, whatever happens
+                try:
                     if self._error is None:
                         self._record_checksums(everything=True)
-                    return
+                except BaseException as e:  # noqa: BLE001 - reported by close()
+                    self._error = e
+                finally:
+                    self._work.task_done()
+                return
+            try:
                 index, arr, n, recycle = item
                 if self._error is None:
                     self._write_block(index, arr, n)
@@ -416,7 +421,7 @@ class SplitDatasetWriter:
             except BaseException as e:  # reported to the caller on its next call
                 self._error = e
             finally:
-                if item is not None and item[3]:
+                if item[3]:
                     self._free.put(item[1])
                 self._work.task_done()
 

@@ -215,3 +215,120 @@ def test_sigterm_of_a_lock_holder_releases(tmp_path) -> None:
     os.kill(proc.pid, signal.SIGTERM)
     proc.wait()
     assert live_writer(tmp_path) is None
+
+
+# ----------------------------------------------------------------------------- nothing replaces a live writer's folder
+
+
+def live(tmp_path: Path) -> tuple[SplitDatasetWriter, Path]:
+    from test_stream import frames
+
+    path = tmp_path / "acq"
+    w = SplitDatasetWriter(path, (3, 8, 6), np.uint16, 4, fsync=False)
+    w.append(frames(0, 6))
+    w.flush()
+    return w, path
+
+
+def finish_intact(w: SplitDatasetWriter, path: Path) -> None:
+    """The writer goes on and closes cleanly; the folder holds its frames only."""
+    from test_stream import frames
+    from split_dataset.verify import verify
+
+    w.append(frames(6, 3))
+    w.close()
+    ds = SplitDataset(path)
+    assert ds.shape[0] == 9 and ds.complete is True
+    np.testing.assert_array_equal(ds[:], frames(0, 9))
+    assert verify(path).ok
+
+
+REPLACERS = {
+    "save": lambda p: split_dataset.save(np.zeros((5, 2), "u1"), p, overwrite=True),
+    "save-no-overwrite": lambda p: split_dataset.save(np.zeros((5, 2), "u1"), p),
+    "prepare_folder": lambda p: split_dataset.writer.prepare_folder(p, overwrite=True),
+    "writer-w": lambda p: SplitDatasetWriter(p, (2,), np.uint8, 2, overwrite=True),
+    "writer-a": lambda p: SplitDatasetWriter(p, (3, 8, 6), np.uint16, 4, mode="a"),
+    "empty-split-dataset": lambda p: split_dataset.EmptySplitDataset(p.parent, p.name, shape_full=(5, 2),
+                                                                     shape_block=(5, 2)),
+    "convert": lambda p: split_dataset.convert.convert(np.save(p.parent / "x.npy", np.zeros((5, 2), "u1"))
+                                                       or p.parent / "x.npy", p, overwrite=True),
+}
+
+
+@pytest.mark.parametrize("how", list(REPLACERS))
+def test_nothing_replaces_a_live_writers_folder(tmp_path, how) -> None:
+    import split_dataset.convert  # noqa: F401
+    import split_dataset.writer  # noqa: F401
+
+    w, path = live(tmp_path)
+    if how == "save-no-overwrite":  # refused as any non-empty folder is (WriterLockedError is one too)
+        with pytest.raises(FileExistsError):
+            REPLACERS[how](path)
+    else:
+        with pytest.raises(WriterLockedError, match=f"process {os.getpid()}"):
+            REPLACERS[how](path)
+    finish_intact(w, path)
+
+
+def test_dask_save_refuses_a_live_writers_folder(tmp_path) -> None:
+    da = pytest.importorskip("dask.array")
+    w, path = live(tmp_path)
+    with pytest.raises(WriterLockedError):
+        split_dataset.save(da.zeros((5, 2), chunks=2, dtype="u1"), path, overwrite=True)
+    finish_intact(w, path)
+
+
+def test_save_over_a_writer_in_another_process_is_refused(tmp_path) -> None:
+    """The reported case: save(overwrite=True) replaced a folder another process was filling."""
+    path = tmp_path / "acq"
+    code = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        sys.path.insert(0, {TESTS!r})
+        from test_stream import frames, FRAME
+        from split_dataset import SplitDatasetWriter
+        w = SplitDatasetWriter({str(path)!r}, FRAME, np.uint16, 4, fsync=False)
+        w.append(frames(0, 6)); w.flush()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        w.append(frames(6, 3)); w.close()
+        print("closed", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    with pytest.raises(WriterLockedError, match=f"process {proc.pid}"):
+        split_dataset.save(np.ones((7, 2), "u1"), path, overwrite=True)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "closed" and proc.wait(30) == 0
+    from test_stream import frames
+
+    np.testing.assert_array_equal(SplitDataset(path)[:], frames(0, 9))
+
+
+def test_a_writer_cannot_start_while_save_writes(tmp_path, monkeypatch) -> None:
+    """save holds the lock while it writes: a writer starting meanwhile is refused, not mixed in."""
+    from split_dataset.writer import BlockSink
+
+    seen = []
+    real = BlockSink.write_unchecked
+
+    def during(self, index, arr):
+        if not seen:
+            with pytest.raises(WriterLockedError):
+                SplitDatasetWriter(self.root, (2,), np.uint8, 2, mode="a")
+            seen.append(index)
+        return real(self, index, arr)
+
+    monkeypatch.setattr(BlockSink, "write_unchecked", during)
+    ds = split_dataset.save(np.zeros((6, 2), "u1"), tmp_path / "ds", (2,), fsync=False)
+    assert seen == [0] and ds.shape == (6, 2) and not (tmp_path / "ds" / LOCK_FILENAME).exists()
+
+
+def test_a_dead_writers_folder_may_be_replaced(tmp_path) -> None:
+    path = tmp_path / "ds"
+    split_dataset.save(np.zeros((5, 2), "u1"), path, fsync=False)
+    killed_holder(path)
+    split_dataset.save(np.ones((5, 2), "u1"), path, overwrite=True, fsync=False)
+    assert SplitDataset(path)[:].tolist() == np.ones((5, 2)).tolist()
+    assert not (path / LOCK_FILENAME).exists()
