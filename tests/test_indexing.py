@@ -430,3 +430,13 @@ def test_out_of_range_integers_raise_like_numpy(data, ab) -> None:
     i = data.draw(st.one_of(st.integers(n, n + 5), st.integers(-n - 5, -n - 1)))
     sel = (slice(None),) * axis + (i,)
     assert_same(arr, block, sel, padding)
+
+
+@given(data=st.data(), ab=arrays_and_blocks(max_dims=4))
+def test_pointwise_integer_arrays_match_numpy(data, ab) -> None:
+    arr, block, padding = ab
+    if 0 in arr.shape:
+        return
+    sel = data.draw(npst.integer_array_indices(arr.shape, result_shape=npst.array_shapes(min_dims=0, max_dims=2)))
+    k = data.draw(st.integers(1, len(sel)))  # index arrays on the first k axes, the rest whole
+    assert_same(arr, block, sel[:k], padding)
