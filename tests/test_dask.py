@@ -159,3 +159,15 @@ def test_import_without_dask() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'pip install "split_dataset[dask]"' in out.stdout
+
+
+def test_dask_save_like_keeps_the_physical_metadata(tmp_path) -> None:
+    """The reported case: a derived dask result lost resolution and attrs."""
+    raw = split_dataset.save(np.arange(120, dtype="uint16").reshape(6, 4, 5), tmp_path / "raw", (2,), fsync=False,
+                             resolution=(0.5, 0.6, 0.7), units=("s", "um", "um"), frame_interval=0.5,
+                             attrs={"fish": "F0"})
+    x = raw.to_dask()
+    out = split_dataset.save(x.astype("float32") / 2, tmp_path / "half", like=raw, fsync=False)
+    assert out.resolution == (0.5, 0.6, 0.7) and out.frame_interval == 0.5 and out.attrs == {"fish": "F0"}
+    mean = split_dataset.save(x.mean(axis=0), tmp_path / "mean", like=raw.root, fsync=False)
+    assert mean.resolution == (0.6, 0.7) and mean.units == ("um", "um") and mean.frame_interval is None

@@ -255,3 +255,45 @@ def test_save_flushes_every_block_before_the_metadata(tmp_path, monkeypatch) -> 
     assert events[-1] == "write stack_metadata.json"
     np.testing.assert_array_equal(ds[:], arr)
     assert storage.read_checksums(ds.root).keys() == {f"{i:04d}.h5" for i in range(4)}
+
+
+# ----------------------------------------------------------------------------- like=
+
+
+@pytest.fixture
+def physical_source(tmp_path) -> SplitDataset:
+    x = np.zeros((6, 3, 4, 5), "uint16")
+    return save_fast(x, tmp_path / "raw", (2,), resolution=(0.5, 5.0, 0.6, 0.7), units=("s", "um", "um", "um"),
+                     frame_interval=0.5, attrs={"fish": "F0", "n": 3})
+
+
+def test_like_copies_the_physical_metadata(tmp_path, physical_source) -> None:
+    out = save_fast(np.ones((6, 3, 4, 5), "float32"), tmp_path / "dff", (3,), like=physical_source)
+    assert out.resolution == (0.5, 5.0, 0.6, 0.7) and out.units == ("s", "um", "um", "um")
+    assert out.axis_order == "tzyx" and out.frame_interval == 0.5 and out.attrs == {"fish": "F0", "n": 3}
+    by_path = save_fast(np.ones((6, 3, 4, 5), "uint8"), tmp_path / "mask", None, like=physical_source.root)
+    assert by_path.resolution == physical_source.resolution
+
+
+def test_explicit_arguments_win_over_like(tmp_path, physical_source) -> None:
+    out = save_fast(np.ones((6, 3, 4, 5), "float32"), tmp_path / "dff", None, like=physical_source,
+                    resolution=(1, 2, 3, 4), frame_interval=2.0, attrs={"n": 4, "what": "dF/F"})
+    assert out.resolution == (1, 2, 3, 4) and out.frame_interval == 2.0
+    assert out.units == ("s", "um", "um", "um")  # not given: from like
+    assert out.attrs == {"fish": "F0", "n": 4, "what": "dF/F"}  # merged, explicit keys win
+
+
+def test_like_with_fewer_axes_takes_the_trailing_ones(tmp_path, physical_source) -> None:
+    mean = save_fast(np.ones((3, 4, 5), "float32"), tmp_path / "mean", None, like=physical_source)
+    assert mean.resolution == (5.0, 0.6, 0.7) and mean.axis_order == "zyx" and mean.units == ("um",) * 3
+    assert mean.frame_interval is None  # axis 0 is no longer time
+
+
+def test_like_maps_axes_by_letter_when_axis_order_is_given(tmp_path, physical_source) -> None:
+    mip = save_fast(np.ones((6, 4, 5), "uint16"), tmp_path / "mip", None, like=physical_source, axis_order="tyx")
+    assert mip.resolution == (0.5, 0.6, 0.7) and mip.units == ("s", "um", "um") and mip.frame_interval == 0.5
+    with pytest.raises(ValueError, match="no value for axis 'c'"):
+        save_fast(np.ones((6, 4, 5), "uint16"), tmp_path / "bad", None, like=physical_source, axis_order="cyx")
+    with pytest.raises(ValueError, match="pass axis_order"):
+        save_fast(np.ones((2, 6, 3, 4, 5), "uint16"), tmp_path / "bad2", None, like=physical_source)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
