@@ -321,7 +321,10 @@ class SplitDataset:
             if t is slice:
                 if s.step is not None and s.step != 1:
                     return _MISS
-                start, stop, _ = s.indices(n)
+                try:
+                    start, stop, _ = s.indices(n)
+                except (TypeError, ValueError):
+                    return _MISS  # Indexer.create raises numpy's error, in numpy's order
                 if stop <= start:
                     return _MISS
                 k = min(start // b, nblocks[axis] - 1)

@@ -312,7 +312,7 @@ def _assert_clean(n_ok: int, n_err: int, failures: list[str]) -> None:
 # knows the rest of the index, so a float bound raises TypeError where numpy first reports another
 # error (test_indexing.test_precedence_through_the_dataset_fast_path); the file fuzzers give float
 # bounds step 2, which that fast path passes on. The block-layout fuzzers keep step 1.
-_FILES_FLOAT_BOUNDS = False
+_FILES_FLOAT_BOUNDS = True
 
 
 def test_fuzz_files(datasets) -> None:

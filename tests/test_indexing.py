@@ -362,12 +362,6 @@ def test_empty_selection_reads_nothing() -> None:
         assert_same(A, (3, 2, 4), selection)
 
 
-@pytest.mark.xfail(
-    reason="SplitDataset._get_in_one_block calls slice.indices() before it knows the index is "
-    "simple; numpy reports 'too many indices' (IndexError) first. Needs a change in dataset.py.",
-    raises=TypeError,
-    strict=False,
-)
 def test_precedence_through_the_dataset_fast_path(movie) -> None:
     _, ds = movie
     with pytest.raises(IndexError):
