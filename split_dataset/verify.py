@@ -140,6 +140,56 @@ class VerifyReport:
         }
 
 
+#: Above this many chunks per block, stored chunks are counted, not listed one by one.
+_LIST_CHUNKS = 1 << 20
+
+
+def _unstored_chunks(handle: BlockHandle, shape: tuple[int, ...]) -> str | None:
+    """Why `handle` does not store every chunk of ``block[:shape]`` (they would read as the fill
+    value, silently), or None if it does. Cheap: the chunk index only, no data is read."""
+    dset = handle.dset
+    if not shape or math.prod(shape) == 0:
+        return None
+    if dset.chunks is None:
+        try:
+            stored = dset.id.get_offset() is not None
+        except Exception:  # noqa: BLE001 - pragma: no cover - compact layout and the like
+            return None
+        return None if stored else "its array has no data stored (it would read as the fill value)"
+    grid = [-(-n // c) for n, c in zip(shape, dset.chunks)]
+    expected = math.prod(grid)
+    try:
+        n_stored = dset.id.get_num_chunks()
+    except Exception:  # noqa: BLE001 - pragma: no cover - HDF5 without it
+        return None
+    if n_stored < expected and expected > _LIST_CHUNKS:
+        return f"only {n_stored} of the {expected} chunks it needs are stored (the others would read as the fill value)"
+    if expected > _LIST_CHUNKS:
+        return None
+    try:
+        size: int | None = os.stat(handle.file.filename).st_size
+    except (OSError, TypeError, ValueError):  # pragma: no cover
+        size = None
+    found: set[tuple[int, ...]] = set()
+
+    def seen(info: Any) -> None:
+        addr, nbytes = info.byte_offset, info.size
+        if addr is not None and nbytes and (size is None or addr + nbytes <= size):
+            found.add(tuple(info.chunk_offset))
+
+    try:
+        dset.id.chunk_iter(seen)
+    except Exception:  # noqa: BLE001 - pragma: no cover - old HDF5 without chunk_iter
+        return None
+    chunks = dset.chunks
+    for idx in np.ndindex(*grid):
+        if tuple(i * c for i, c in zip(idx, chunks)) not in found:
+            missing = expected - sum(1 for o in found if all(a < n for a, n in zip(o, shape)))
+            return (f"{missing} of its {expected} chunks are not stored or lie outside the file, first at "
+                    f"{tuple(i * c for i, c in zip(idx, chunks))} (they would read as the fill value)")
+    return None
+
+
 def _decode_fully(handle: BlockHandle, shape: tuple[int, ...]) -> None:
     """Decode ``block[:shape]`` through the package's reader, a slab of whole chunks at a time.
 
@@ -351,12 +401,20 @@ def _check_block(
             ok_dtype = meta.dtype is None or handle.dtype == meta.dtype  # else reported with the other dtypes
             if ok_shape and ok_dtype:  # decode only what the metadata describes, and only if it fits
                 try:
+                    unstored = _unstored_chunks(handle, expected)
+                    if unstored is not None:
+                        report.problems.append(Problem(name, "corrupt", f"block {coords}: {unstored}"))
+                        return _check_sum(name, digest, sums, report)
                     _decode_fully(handle, expected)
                     report.n_checked += 1
                 except Exception as e:  # noqa: BLE001 - a block that does not decode is corrupt, whatever raised
                     report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
         finally:
             handle.close()
+    _check_sum(name, digest, sums, report)
+
+
+def _check_sum(name: str, digest: Any, sums: dict[str, str] | None, report: VerifyReport) -> None:
     if sums is None:
         return
     if digest is None:

@@ -194,3 +194,17 @@ def test_metadata_is_never_rewritten_by_verify(tmp_path) -> None:
     verify(tmp_path / "ds")
     assert (tmp_path / "ds" / "stack_metadata.json").read_bytes() == before
     assert json.loads(before)["complete"] is True
+
+
+def test_a_chunk_that_is_not_stored_is_reported_not_read_as_fill(tmp_path) -> None:
+    """A chunk missing from a block's index reads as the fill value, silently: verify must say so."""
+    path = tmp_path / "ds"
+    make(path, checksums=False)
+    os.remove(path / "0001.h5")
+    with h5py.File(path / "0001.h5", "w") as f:
+        d = f.create_dataset("stack_3D", shape=(4, 4, 6), dtype="uint16", chunks=(1, 4, 6))
+        d[:3] = X[4:7]  # the last frame's chunk is never written
+    report = verify(path)
+    assert [(p.file, p.kind) for p in report.problems] == [("0001.h5", "corrupt")]
+    assert "not stored" in report.problems[0].message and "(3, 0, 0)" in report.problems[0].message
+    assert report.n_checked == 2

@@ -197,3 +197,48 @@ def test_sigkill_loses_only_what_was_not_flushed(tmp_path) -> None:
     with SplitDatasetWriter(path, (3, 8, 6), np.uint16, 10, mode="a", fsync=False) as w:
         assert w.n_frames == 27
     check(path, 27, complete=True)
+
+
+def test_folder_is_a_valid_dataset_after_every_flush_seen_from_another_process(tmp_path) -> None:
+    """The docstring's claim, checked by this process while the writer's process waits after each flush:
+    the dataset opens, holds exactly the flushed frames, and verify (checksums included) is happy."""
+    path = tmp_path / "acq"
+    code = PRELUDE + textwrap.dedent("""
+        import random
+        random.seed(7)
+        w = SplitDatasetWriter(PATH, FRAME, np.uint16, 4, fsync=False)
+        t = 0
+        for _ in range(6):
+            n = random.choice([1, 2, 3, 5, 8])
+            w.append(frames(t, n))
+            t += n
+            w.flush()
+            print(t, flush=True)
+            sys.stdin.readline()
+        w.close()
+        print("closed", flush=True)
+    """).replace("PATH", repr(str(path)))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    from test_stream import frames
+
+    for _ in range(6):
+        n = int(proc.stdout.readline())
+        ds = on_disk(path)
+        assert ds.shape[0] == n and ds.complete is False
+        np.testing.assert_array_equal(ds[:], frames(0, n))
+        report = verify(path)
+        assert report.ok and report.checksums_verified, report.problems
+        assert live_writer(path) == f"process {proc.pid} on {os.uname().nodename}"
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "closed" and proc.wait(30) == 0
+    check(path, n, complete=True)
+
+
+def test_abort_writes_everything_and_leaves_it_incomplete(tmp_path) -> None:
+    from test_stream import frames
+
+    w = SplitDatasetWriter(tmp_path / "acq", (3, 8, 6), np.uint16, 4, fsync=False)
+    w.append(frames(0, 7))
+    w.abort()
+    check(tmp_path / "acq", 7, complete=False)
