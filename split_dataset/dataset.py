@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .attrs import DatasetAttrs
 from .errors import (
     BlockMismatchError,
     CorruptBlockError,
@@ -524,9 +525,22 @@ class SplitDataset:
         return self._meta
 
     @property
-    def attrs(self) -> dict[str, Any]:
-        """User metadata stored with the dataset (a copy)."""
-        return dict(self._meta.attrs)
+    def attrs(self) -> DatasetAttrs:
+        """User metadata stored with the dataset; assignments are saved at once, atomically.
+
+        Like h5py's and zarr's attributes: ``ds.attrs["fish"] = "F1"``, ``del``,
+        ``update()`` rewrite ``stack_metadata.json`` (refused while a live writer holds
+        the folder); values must be JSON values. See :class:`~split_dataset.attrs.DatasetAttrs`.
+
+        Examples
+        --------
+        >>> ds.attrs["stimulus"] = "looming"  # doctest: +SKIP
+        """
+        return DatasetAttrs(self._root, self._meta.attrs, on_change=self._attrs_saved)
+
+    def _attrs_saved(self, doc: dict[str, Any]) -> None:
+        self._raw = doc
+        self._meta = self._meta.replace(attrs=dict(doc.get("attrs") or {}))
 
     @property
     def complete(self) -> bool | None:

@@ -299,6 +299,8 @@ def _json_default(o: Any) -> Any:
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if isinstance(o, Mapping):  # ds.attrs
+        return dict(o)
     raise TypeError(f"attrs must be JSON-serialisable; {o!r} of type {type(o).__name__} is not")
 
 

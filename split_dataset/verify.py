@@ -545,7 +545,7 @@ def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str
             "units": list(ds.units),
             "frame_interval": ds.frame_interval,
             "frame_rate": ds.frame_rate,
-            "attrs": ds.attrs,
+            "attrs": dict(ds.attrs),
             "complete": ds.complete,
             "checksums": (root / CHECKSUM_FILENAME).is_file(),
             "warnings": [str(w.message) for w in caught],
