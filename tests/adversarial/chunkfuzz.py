@@ -181,6 +181,9 @@ def header_cases(ds: Dataset, chunk: Chunk, full: bool) -> list[dict]:
             benign = fname == "versionlz" or (fname == "version" and v in (1, 2))
             # a frame stored as is never uses its block size: a plausible one cannot be told from the real one
             benign |= chunk.memcpyed and fname == "blocksize" and 0 < v <= chunk.header[4]
+            # bit 4 (blocks split into per-byte streams) says how compressed blocks are laid out: a
+            # frame stored as is has none, and other writers set it either way
+            benign |= chunk.memcpyed and fname == "flags" and v ^ orig == 0x10
             out.append(_case(ds, chunk, f"{ds.name}:{tag}:{fname}={v}",
                              [(chunk.addr + off, v.to_bytes(width, "little"))],
                              strict=True, must_flag=not benign, cls=f"header:{fname}"))
@@ -246,7 +249,7 @@ def index_cases(ds: Dataset, chunk: Chunk, full: bool) -> list[dict]:
                          strict=True, must_flag=True, cls="index:mask"))
     addrs = {chunk.addr + 1, chunk.addr - 1, chunk.addr + 16, fsize, fsize - 10, 2**63, 2**64 - 1, 0}
     if not full:
-        addrs = {chunk.addr + 1, fsize, 2**64 - 1, 0}
+        addrs = {chunk.addr + 1, fsize, 2**63, 2**64 - 1, 0}
     for v in sorted(addrs):
         out.append(_case(ds, chunk, f"{ds.name}:index.addr={v}", [(pos[0], struct.pack("<Q", v))],
                          strict=True, must_flag=True, cls="index:addr"))

@@ -49,3 +49,12 @@ def cli(*args: str, timeout: float = 60) -> tuple[int | str, str, str]:
     except subprocess.TimeoutExpired:
         return "HANG", "", ""
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def cli_ok(outcome: str, *, lines: tuple[int, int] = (1, 1), codes: tuple[int, ...] = (1, 2)) -> bool:
+    """A ``cli:`` probe outcome with an exit code in `codes`, no traceback, and between
+    ``lines[0]`` and ``lines[1]`` lines on stderr."""
+    if not outcome.startswith("cli:"):
+        return False
+    _, code, nlines, text = outcome.split(":", 3)
+    return int(code) in codes and "Traceback" not in text and lines[0] <= int(nlines) <= lines[1]

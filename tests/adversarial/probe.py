@@ -3,7 +3,8 @@
 Prints one JSON line per operation: ``{"op": ..., "outcome": ...}`` where outcome is
 ``"ok"`` / ``"values:<hash>"`` (a read returned), ``"pkg:<Error>:<message>"`` (a
 ``SplitDatasetError``), ``"other:<Error>:<message>"``, or for verify
-``"verify-ok"`` / ``"verify-problems:<files>"``. Run under a timeout and an address-space
+``"verify-ok"`` / ``"verify-problems:<files>"``, for ``cli:<command>`` (the command line run
+in this process) ``"cli:<exit code>:<stderr lines>:<stderr>"``. Run under a timeout and an address-space
 limit by the parent, so a hang or a huge allocation shows as a dead child.
 """
 
@@ -48,6 +49,17 @@ def main() -> None:
 
                 info(path)
                 outcome = "ok"
+            elif op.startswith("cli:"):  # the command line, in this process: exit code and stderr
+                import contextlib
+                import io
+
+                from split_dataset.cli import main as cli_main
+
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    code = cli_main([op[4:], path])
+                lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+                outcome = f"cli:{code}:{len(lines)}:{' | '.join(lines)[:300]}"
             else:
                 raise SystemExit(f"unknown op {op}")
         except SplitDatasetError as e:
