@@ -108,7 +108,7 @@ def test_python_examples_run_as_written(ran) -> None:
     raw = split_dataset.open(ran / "fish1" / "raw")
     assert (raw.shape, raw.dtype, raw.shape_block, raw.n_blocks) == ((60, 10, 128, 128), np.uint16,
                                                                      (20, 10, 128, 128), 3)
-    assert raw.attrs["fish"] == "F0"
+    assert dict(raw.attrs) == {"fish": "F0", "stage": "6 dpf"}
     old = split_dataset.open(ran / "old_experiment" / "original")
     dff = split_dataset.open(ran / "analysis" / "dff")
     assert dff.shape == old.shape and dff.dtype == np.float32 and dff.n_blocks == old.n_blocks
