@@ -540,7 +540,7 @@ def _open_split(spec: Spec) -> Source:
     ds = SplitDataset(spec.path)
     return Source(
         ds, Spec("split", ds.root), resolution=tuple(ds.resolution), units=tuple(ds.units) if any(ds.units) else None,
-        axis_order=ds.axis_order, frame_interval=ds.frame_interval, attrs=ds.attrs, chunks=ds.shape_block,
+        axis_order=ds.axis_order, frame_interval=ds.frame_interval, attrs=dict(ds.attrs), chunks=ds.shape_block,
         _closer=ds.close,
     )
 
@@ -1137,7 +1137,7 @@ def export_vds(
                 progress(index + 1, total)
         meta = Source(ds, Spec("split", ds.root), resolution=tuple(ds.resolution),
                       units=tuple(ds.units) if any(ds.units) else None, axis_order=ds.axis_order,
-                      frame_interval=ds.frame_interval, attrs=ds.attrs)
+                      frame_interval=ds.frame_interval, attrs=dict(ds.attrs))
         with _staged(out, overwrite) as tmp:
             with h5py.File(tmp, "x") as f:
                 kwargs = {"fillvalue": fill_value} if fill_value is not None else {}

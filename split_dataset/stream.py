@@ -413,7 +413,7 @@ class SplitDatasetWriter:
                     self._work.task_done()
                 return
             try:
-                index, arr, n, recycle = item
+                index, arr, n, _recycle = item
                 if self._error is None:
                     self._write_block(index, arr, n)
                     # hash block k while block k+1 compresses; all of them before flush() returns

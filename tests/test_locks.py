@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +123,8 @@ RACER = textwrap.dedent(r"""
     from split_dataset.errors import WriterLockedError
     from test_stream import frames, FRAME
     locks._before_takeover = lambda: time.sleep({pause})  # widen the window between reading and acting
+    if {no_fcntl}:
+        locks.fcntl = None  # the fallback for platforms without fcntl: rename-based takeover
     barrier, n = {barrier!r}, {n}
     def count(kind):
         return sum(1 for f in os.listdir(barrier) if f.startswith(kind))
@@ -147,7 +148,7 @@ RACER = textwrap.dedent(r"""
 """)
 
 
-def race(tmp_path: Path, n_procs: int, pause: float = 0.3) -> None:
+def race(tmp_path: Path, n_procs: int, pause: float = 0.3, no_fcntl: bool = False) -> None:
     """`n_procs` writers start on a dead writer's lock at the same moment: exactly one wins, no frame is lost."""
     from test_stream import frames
 
@@ -158,7 +159,7 @@ def race(tmp_path: Path, n_procs: int, pause: float = 0.3) -> None:
     assert (path / LOCK_FILENAME).exists()
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    code = RACER.format(tests=TESTS, path=str(path), barrier=str(barrier), n=n_procs, pause=pause)
+    code = RACER.format(tests=TESTS, path=str(path), barrier=str(barrier), n=n_procs, pause=pause, no_fcntl=no_fcntl)
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(n_procs)]
     outs = [p.communicate(timeout=180) for p in procs]
@@ -183,6 +184,12 @@ def test_stale_lock_race_has_one_winner(tmp_path) -> None:
 @pytest.mark.parametrize("round_", range(6))
 def test_stale_lock_race_has_one_winner_full(tmp_path, round_) -> None:
     race(tmp_path, 10, pause=[0.0, 0.05, 0.3][round_ % 3])
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("round_", range(3))
+def test_stale_lock_race_without_fcntl_has_one_winner(tmp_path, round_) -> None:
+    race(tmp_path, 6, pause=[0.0, 0.05, 0.3][round_ % 3], no_fcntl=True)
 
 
 def test_lock_released_and_recreated_during_takeover(tmp_path, monkeypatch) -> None:
@@ -258,8 +265,8 @@ REPLACERS = {
 
 @pytest.mark.parametrize("how", list(REPLACERS))
 def test_nothing_replaces_a_live_writers_folder(tmp_path, how) -> None:
-    import split_dataset.convert  # noqa: F401
-    import split_dataset.writer  # noqa: F401
+    import split_dataset.convert
+    import split_dataset.writer  # noqa: F401 - the lambdas use them
 
     w, path = live(tmp_path)
     if how == "save-no-overwrite":  # refused as any non-empty folder is (WriterLockedError is one too)

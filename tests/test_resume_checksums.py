@@ -196,7 +196,7 @@ def kill_resume_verify(tmp_path: Path, seed: int, kills: int = 3) -> None:
         lines: list[str] = []
         ready = threading.Event()
 
-        def read() -> None:
+        def read(proc=proc, lines=lines, ready=ready) -> None:
             for line in proc.stdout:
                 lines.append(line)
                 ready.set()

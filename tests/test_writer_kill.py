@@ -143,7 +143,7 @@ def test_signal_during_acquisition(tmp_path, sig) -> None:
 
 
 def test_sigterm_handler_is_ours_only_while_a_writer_is_open(tmp_path) -> None:
-    proc, path = run(tmp_path, """
+    proc, _ = run(tmp_path, """
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         w = SplitDatasetWriter(PATH, FRAME, np.uint16, 7, fsync=False)
         assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
