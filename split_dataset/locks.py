@@ -27,6 +27,7 @@ import socket
 import stat
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 from .errors import WriterLockedError
@@ -179,6 +180,25 @@ def refuse_if_written(root: str | os.PathLike[str], action: str) -> None:
         )
 
 
+_HELD: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: close the inherited lock descriptors (the parent's lock stays held by
+    the parent's own descriptor, and no longer outlives the parent in the child)."""
+    for lock in list(_HELD):
+        fd, lock._fd, lock._active = lock._fd, None, False
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 class WriterLock:
     """The writer lock of one dataset folder, held by this process until :meth:`release`.
 
@@ -205,6 +225,7 @@ class WriterLock:
         if fd is not None:
             st = os.fstat(fd)
             self._ident = (st.st_dev, st.st_ino)
+        _HELD.add(self)
 
     @property
     def held(self) -> bool:

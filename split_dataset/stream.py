@@ -103,6 +103,16 @@ except (AttributeError, RuntimeError):  # pragma: no cover - Python without the 
 atexit.register(_close_at_last_exit)
 
 
+def _forget_writers_in_child() -> None:
+    """A forked child does not own its parent's writers (their threads did not survive the
+    fork): it must never close them, which would rewrite the parent's metadata."""
+    _OPEN_WRITERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_writers_in_child)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM while a writer is open: exit like ``sys.exit(143)``, so every frame gets written."""
     raise SystemExit(128 + signum)

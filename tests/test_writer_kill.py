@@ -242,3 +242,34 @@ def test_abort_writes_everything_and_leaves_it_incomplete(tmp_path) -> None:
     w.append(frames(0, 7))
     w.abort()
     check(tmp_path / "acq", 7, complete=False)
+
+
+def test_a_forked_child_neither_closes_the_writer_nor_keeps_its_lock(tmp_path) -> None:
+    """A child forked while a writer runs exits normally; the parent's dataset and lock are untouched,
+    and the lock does not outlive the parent in the child."""
+    proc, path = run(tmp_path, """
+        w = SplitDatasetWriter(PATH, FRAME, np.uint16, 10, fsync=False)
+        w.append(frames(0, 12))
+        w.flush()
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(1.5)  # outlives the parent (which is killed below)
+            sys.exit(0)  # a normal exit: exit hooks run in the child
+        w.append(frames(12, 5))
+        w.flush()
+        print(pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    child = int(proc.stdout.split()[0])
+    os.kill(child, 0)  # still running, the parent is dead
+    assert live_writer(path) is None  # so nobody holds the lock: the child did not keep it
+    for _ in range(200):  # wait for the child's exit
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the forked child did not exit")
+    ds = on_disk(path)
+    assert ds.shape[0] == 17 and ds.complete is False  # the child did not rewrite the metadata
