@@ -190,7 +190,9 @@ class SplitDatasetWriter:
         Flush each file to the disk before it is renamed into place.
     checksums
         Record each block's SHA-256 in ``SHA256SUMS`` as it is written (in the background
-        thread), for ``split-dataset verify`` and ``sha256sum -c``.
+        thread), for ``split-dataset verify`` and ``sha256sum -c``. With ``mode="a"`` on a
+        dataset that has a ``SHA256SUMS``, it is kept up to date whatever this says (left as
+        it is, it would go stale as the partial last block is replaced).
 
     Notes
     -----
@@ -275,6 +277,8 @@ class SplitDatasetWriter:
                     existing.frame_interval if existing else None),
             )
             self._meta: Metadata = meta
+            if existing is not None and os.path.lexists(self._root / CHECKSUM_FILENAME):
+                checksums = True  # a SHA256SUMS left as it is would go stale as blocks are replaced
             self._sink = BlockSink(self._root, meta, self._codec, fsync=fsync, checksums=checksums)
             self._sums_on_disk: set[str] = set()
             self._pending_sums: list[str] = []

@@ -225,3 +225,13 @@ def test_sigkill_then_resume_leaves_checksums_right(tmp_path, seed) -> None:
 @pytest.mark.parametrize("seed", range(2, 20))
 def test_sigkill_then_resume_leaves_checksums_right_full(tmp_path, seed) -> None:
     kill_resume_verify(tmp_path, seed, kills=3)
+
+
+def test_resume_with_checksums_off_keeps_an_existing_sha256sums_right(tmp_path) -> None:
+    path = tmp_path / "acq"
+    with writer(path) as w:
+        w.append(frames(0, 6))  # a partial last block, replaced by the resumed writer
+    with writer(path, mode="a", checksums=False) as w:
+        w.append(frames(6, 5))
+    report = verify(path)
+    assert report.ok and report.checksums_verified, report.problems
