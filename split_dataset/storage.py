@@ -954,8 +954,32 @@ class BlockHandle:
                 index[c.chunk_offset] = (c.byte_offset, c.size, c.filter_mask)
         if self._fd is None:
             self._fd = open_regular(self.path)
+        self._check_index(index, os.fstat(self._fd).st_size)
         self._index = index
         return index
+
+    def _check_index(self, index: dict[tuple[int, ...], tuple[int, int, int]], file_size: int) -> None:
+        """Refuse a chunk index that HDF5 would follow anywhere: an entry without an address
+        (an unwritten chunk has no entry at all), outside the file, larger than blosc ever
+        stores, or overlapping another (two entries aliasing the same bytes)."""
+        limit = self._nbytes + 16 + self._trailer
+        spans = []
+        for offset, (addr, size, mask) in index.items():
+            what = None
+            if addr is None or addr < 0:
+                what = "has no address"
+            elif size < 0 or addr + size > file_size:
+                what = f"lies at bytes {addr}..{addr + size}, past the end of the file ({file_size} bytes)"
+            elif size > (self._nbytes + self._trailer if mask & 1 else limit):
+                what = f"has {size} bytes; a chunk of {self._nbytes} bytes is stored in at most {limit}"
+            if what is not None:
+                where = f"the chunk at {offset}" if offset is not None else "an entry"
+                raise _blosc.BloscError(f"the HDF5 chunk index is damaged: {where} {what}")
+            spans.append((addr, size, offset))
+        spans.sort()
+        for (a, n, o), (b, _, p) in zip(spans, spans[1:]):
+            if a + n > b:
+                raise _blosc.BloscError(f"the HDF5 chunk index is damaged: the chunks at {o} and {p} share bytes {b}..")
 
     # ------------------------------------------------------------------ whole chunks
 
