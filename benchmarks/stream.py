@@ -98,8 +98,9 @@ def _run_h5py(frames: np.ndarray, n: int, per_file: int, root: Path) -> dict[str
 
 
 def _run_bound(frames: np.ndarray, n: int, per_file: int, root: Path) -> dict[str, Any]:
-    from split_dataset import _blosc
-    from split_dataset.storage import Codec, _chunk_grid, _chunk_of, default_chunks, pool
+    from split_dataset.storage import blosc as _blosc
+    from split_dataset.storage import Codec, default_chunks, pool
+    from split_dataset.storage.hdf5 import _chunk_grid, _chunk_of
 
     frame = frames.shape[1:]
     block = np.empty((per_file,) + frame, frames.dtype)

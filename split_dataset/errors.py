@@ -22,6 +22,7 @@ __all__ = [
     "WriteError",
     "DiskFullError",
     "WriterLockedError",
+    "NotRegularFileError",
 ]
 
 
@@ -93,3 +94,16 @@ class DiskFullError(WriteError):
 
 class WriterLockedError(SplitDatasetError, FileExistsError):
     """A live writer holds the dataset folder (its lock file is held)."""
+
+
+class NotRegularFileError(SplitDatasetError, OSError):
+    """A path that must be a regular file is a FIFO, a device, a folder or a socket
+    (opening those can block forever, or read without end)."""
+
+
+class BloscError(RuntimeError):
+    """A blosc frame is damaged, or c-blosc failed on it (internal, not in ``__all__``).
+
+    Raised inside the chunk reader, which knows no file names; reads and ``verify``
+    report it as :class:`CorruptBlockError`, naming the block file.
+    """

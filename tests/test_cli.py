@@ -698,6 +698,7 @@ def _errors() -> list:
         (E.CorruptBlockError(p, (3, 0), "truncated"), 1),
         (E.BlockMismatchError(f"{str(p)!r}: expected shape (5, 3)"), 1),
         (E.UnsafeDatasetError(f"{str(p)!r} is an external link"), 1),
+        (E.NotRegularFileError(f"{str(p)!r} is a FIFO, not a regular file; refused"), 1),
         (E.WriteError("writing block 3 failed", frames_safe=15), 1),
         (E.DiskFullError("no space left for block 4", frames_safe=20, err=28), 1),
         (E.WriterLockedError("'/data/x' is being written by process 12 on host"), 2),

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import split_dataset
-from split_dataset import SplitDataset, _blosc, storage
+from split_dataset import SplitDataset, storage
+from split_dataset.storage import blosc as _blosc, reader, threads
 from split_dataset.errors import CorruptBlockError
 from split_dataset.storage import Codec
 
@@ -123,7 +124,7 @@ def test_trace_decodes_only_some_blocks(tiny, monkeypatch):
     """The window is decoded with getitem, never by decompressing whole chunks."""
     path, x = tiny
     calls = {"getitem": 0, "decompress": 0}
-    getitem, getitem_ptr, decompress = storage._LIB_GETITEM, _blosc.getitem_ptr, _blosc.decompress_ptr
+    getitem, getitem_ptr, decompress = reader._LIB_GETITEM, _blosc.getitem_ptr, _blosc.decompress_ptr
 
     def count(name, fn):
         def counted(*a):
@@ -131,7 +132,7 @@ def test_trace_decodes_only_some_blocks(tiny, monkeypatch):
             return fn(*a)
         return counted
 
-    monkeypatch.setattr(storage, "_LIB_GETITEM", count("getitem", getitem))
+    monkeypatch.setattr(reader, "_LIB_GETITEM", count("getitem", getitem))
     monkeypatch.setattr(_blosc, "getitem_ptr", count("getitem", getitem_ptr))
     monkeypatch.setattr(_blosc, "decompress_ptr", count("decompress", decompress))
     with SplitDataset(path) as ds:
@@ -265,7 +266,7 @@ def test_split_blocks_from_other_writers(tmp_path):
         handle = ds._handle(0)
         np.testing.assert_array_equal(ds[:, 0, 200:208, 5:13], x[:, 0, 200:208, 5:13])
         np.testing.assert_array_equal(ds[1, 0, 2:4, 290:300], x[1, 0, 2:4, 290:300])
-        assert handle._nblocks >= 2  # 150 KiB planes in blocks of 64 KiB or more
+        assert handle.reader._nblocks >= 2  # 150 KiB planes in blocks of 64 KiB or more
 
 
 def test_large_frames_read_by_other_tools(tmp_path):
@@ -289,9 +290,9 @@ def test_thread_buffers_are_reused(tiny):
     path, _ = tiny
     with SplitDataset(path) as ds:
         ds[:, 1, 5:13, 7:15]
-        bufs = storage._part_buffers(ds._handle(0)._nbytes, np.dtype("uint16"))
+        bufs = threads.part_buffers(ds._handle(0).reader._nbytes, np.dtype("uint16"))
         ds[:, 2, 1:3, 7:15]
-        assert storage._part_buffers(ds._handle(0)._nbytes, np.dtype("uint16"))[0] is bufs[0]
+        assert threads.part_buffers(ds._handle(0).reader._nbytes, np.dtype("uint16"))[0] is bufs[0]
 
 
 # ----------------------------------------------------------------------------- the shared work queue
@@ -311,7 +312,7 @@ def test_run_shared_processes_every_item_once(monkeypatch):
 
     for n in (0, 1, 2, 50):
         seen.clear()
-        storage.run_shared(work, list(range(n)), "x")
+        threads.run_shared(work, list(range(n)), "x")
         assert sorted(i for i, _ in seen) == list(range(n))
 
 
@@ -332,7 +333,7 @@ def test_run_shared_raises_a_helpers_error(monkeypatch):
             raise ValueError(f"item {item}")
 
     with pytest.raises(ValueError, match="item"):
-        storage.run_shared(work, list(range(10)))
+        threads.run_shared(work, list(range(10)))
 
 
 def test_run_shared_does_not_wait_for_helpers_that_never_start(monkeypatch):
@@ -341,10 +342,10 @@ def test_run_shared_does_not_wait_for_helpers_that_never_start(monkeypatch):
 
     monkeypatch.setattr(storage, "POOL_THREADS", 2)
     release = threading.Event()
-    blockers = [storage.pool().submit(release.wait, 5) for _ in range(storage._pool_threads() + 2)]
+    blockers = [threads.pool().submit(release.wait, 5) for _ in range(threads._pool_threads() + 2)]
     try:
         done: list[int] = []
-        storage.run_shared(lambda q: done.extend(q), list(range(20)))
+        threads.run_shared(lambda q: done.extend(q), list(range(20)))
         assert done == list(range(20))
     finally:
         release.set()

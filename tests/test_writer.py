@@ -192,7 +192,7 @@ def test_edge_chunks_read_by_hdf5_and_pytables(tmp_path, compression) -> None:
 
 
 def test_without_direct_blosc_hdf5_pipeline_is_used(tmp_path, monkeypatch) -> None:
-    from split_dataset import _blosc
+    from split_dataset.storage import blosc as _blosc
 
     arr = np.random.default_rng(5).integers(0, 3000, (9, 2, 20, 30), dtype=np.uint16)
     fast = save_fast(arr, tmp_path / "fast", (4,), chunks=(1, 1, 7, 30))

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import BloscError
+
 __all__ = ["available", "compress", "decompress_ptr", "getitem_ptr", "FrameCheck", "span", "BloscError"]
 
 _MAX_OVERHEAD = 16
@@ -41,10 +43,6 @@ _split_mode: int | None = None  # last value this module set
 #: a frame's header: version, versionlz, flags, typesize, nbytes, blocksize, cbytes
 HEADER = struct.Struct("<BBBBIII")
 OFFSET = struct.Struct("<I")
-
-
-class BloscError(RuntimeError):
-    """Blosc failed to compress or decompress a chunk (corrupt data)."""
 
 
 def _load() -> Any:

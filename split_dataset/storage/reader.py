@@ -1,0 +1,437 @@
+"""The chunk reader: compressed chunks in, decoded pixels out, every frame validated first.
+
+:class:`ChunkReader` reads one chunked array whose chunks are blosc frames (HDF5 filter
+32001 alone), from a :class:`~split_dataset.storage.source.ByteSource` and a chunk index
+(``{chunk offset: (address, size, filter mask)}``). It never asks HDF5 for anything, so
+the bytes may come from a local file, an object store or an HTTP server alike. Every
+frame's header and block offsets are validated (:class:`~split_dataset.storage.blosc.FrameCheck`)
+before c-blosc sees them; chunks absent from the index read as the fill value.
+
+Strategies, chosen per read from what it touches:
+
+- one chunk, or many chunks whole: decode each whole, straight into the output, on
+  all cores (:meth:`ChunkReader._read_chunks`, :meth:`ChunkReader._whole`);
+- a small part of many chunks (a trace through time): decode only the blosc blocks
+  holding it, one chunk after another (:meth:`ChunkReader._decode_rows`,
+  :meth:`ChunkReader._items_into`);
+- stepped slices and index arrays: decode each touched chunk once and take what is
+  needed in memory (:meth:`ChunkReader._gather`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+
+from ..errors import BloscError
+from . import blosc as _blosc
+from .chunkindex import Index, check_index
+from .source import ByteSource
+from .threads import bytes_of, part_buffers, run_shared, scratch
+
+__all__ = ["ChunkReader", "AxisPart"]
+
+_LIB_GETITEM = _blosc.getitem_function()
+
+
+class AxisPart(NamedTuple):
+    """What a read takes from one chunk along one axis."""
+
+    chunk: int  #: the chunk's first index on this axis
+    inner: Any  #: the selection inside the chunk (a slice, or sorted indices)
+    out: slice  #: where it goes in the output
+    whole: bool = False  #: the whole chunk along this axis
+    lo: int = 0  #: offset in items (C order in the chunk) of its first element
+    hi: int = 0  #: ... and of its last
+
+
+def _outer(sels: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Index selecting the outer product of per-axis slices/index arrays (numpy takes several arrays pointwise)."""
+    if sum(type(s) is not slice for s in sels) <= 1:
+        return sels
+    return np.ix_(*(np.arange(s.start, s.stop, s.step) if type(s) is slice else s for s in sels))
+
+
+def _as_slice(idx: np.ndarray) -> Any:
+    """Sorted unique indices as a slice when evenly spaced, else as they are."""
+    if len(idx) == 1:
+        return slice(int(idx[0]), int(idx[0]) + 1, 1)
+    d = np.diff(idx)
+    if np.all(d == d[0]):
+        return slice(int(idx[0]), int(idx[-1]) + 1, int(d[0]))
+    return idx
+
+
+class ChunkReader:
+    """Reads a chunked array whose chunks are blosc frames (see the module docstring).
+
+    Parameters
+    ----------
+    source
+        The block file's bytes.
+    load_index
+        Returns the chunk index, called once, on the first read.
+    chunks, dtype
+        The chunk shape and the array's dtype.
+    check
+        What every frame must satisfy.
+    fill
+        What an unwritten chunk reads as.
+    trailer
+        Bytes stored after each frame (4 for HDF5's fletcher32), not part of it.
+
+    Examples
+    --------
+    >>> reader = handle.reader  # doctest: +SKIP
+    >>> reader.read((slice(0, 2, 1), slice(0, 64, 1)), out_array, (slice(None), slice(None)))  # doctest: +SKIP
+    """
+
+    __slots__ = ("source", "chunks", "dtype", "_loader", "_check", "_fill", "_trailer", "_index", "_strides",
+                 "_bstrides", "_nbytes", "_nblocks")
+
+    def __init__(self, source: ByteSource, load_index: Callable[[], Index], chunks: tuple[int, ...],
+                 dtype: np.dtype, check: _blosc.FrameCheck, fill: Any = 0, trailer: int = 0) -> None:
+        self.source = source
+        self.chunks = chunks
+        self.dtype = dtype
+        self._loader = load_index
+        self._check: _blosc.FrameCheck | None = check
+        self._fill = fill
+        self._trailer = trailer
+        self._index: Index | None = None
+        self._strides = tuple(math.prod(chunks[k + 1:]) for k in range(len(chunks)))  # C strides, in items
+        self._bstrides = tuple(st * dtype.itemsize for st in self._strides)  # the same in bytes
+        self._nbytes = self._strides[0] * chunks[0] * dtype.itemsize  # bytes of a chunk
+        self._nblocks = 0  # blosc blocks per chunk seen last (how much of a frame's offset table to read)
+
+    def load_index(self) -> Index:
+        """The chunk index, loaded and validated once (:func:`~split_dataset.storage.chunkindex.check_index`)."""
+        index = self._loader()
+        check_index(index, self.source.size(), self._nbytes, self._trailer)
+        self._index = index
+        return index
+
+    def read(self, local: tuple[Any, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
+        """Read ``array[local]`` into ``buf[out]``; `local` holds per axis a slice (step > 0) or
+        sorted unique indices, taken as an outer product."""
+        if all(type(s) is slice and s.step == 1 for s in local):
+            self._read_chunks(local, buf, out)
+        else:
+            self._gather(local, buf, out)
+
+    def check_all(self, offsets: Iterator[tuple[int, ...]]) -> None:
+        """Decode every chunk at `offsets`, for its errors only."""
+        for offset in offsets:
+            self._whole(offset)
+
+    def stored(self) -> list[tuple[int, ...]]:
+        """Offsets of the chunks the index holds."""
+        return list(self._index if self._index is not None else self.load_index())
+
+    def get(self, local: tuple[slice, ...]) -> np.ndarray:
+        """``dset[local]`` for step-1 slices of a :attr:`direct` array, as a new array (or a view of one)."""
+        chunks = self.chunks
+        assert chunks is not None
+        offset = []
+        for s, c in zip(local, chunks):
+            k = s.start // c
+            if (s.stop - 1) // c != k:  # several chunks: decode them in parallel into one buffer
+                buf = np.empty(tuple(x.stop - x.start for x in local), self.dtype)
+                self._read_chunks(local, buf, tuple(slice(0, x.stop - x.start) for x in local))
+                return buf
+            offset.append(k * c)
+        index = self._index if self._index is not None else self.load_index()
+        inside = tuple(slice(s.start - o, s.stop - o) for s, o in zip(local, offset))
+        whole = all(s.stop - s.start == c for s, c in zip(inside, chunks))
+        entry = index.get(tuple(offset))
+        if not whole and entry is not None:
+            part = np.empty(tuple(s.stop - s.start for s in inside), self.dtype)
+            lo = sum(s.start * st for s, st in zip(inside, self._strides))
+            hi = sum((s.stop - 1) * st for s, st in zip(inside, self._strides)) + 1
+            if self._decode_part(entry, lo, hi, part):
+                return part
+        if whole:
+            return self._whole(tuple(offset), np.empty(chunks, self.dtype))
+        return self._whole(tuple(offset))[inside].copy()  # decoded into reused memory; the part copied out
+
+    def _whole(self, offset: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """The decoded chunk at `offset`: in `out` (C-contiguous, the chunk's shape) if given,
+        else in a per-thread buffer. Unwritten chunks hold the fill value."""
+        chunk = scratch(self.chunks, self.dtype) if out is None else out  # type: ignore[arg-type]
+        index = self._index if self._index is not None else self.load_index()
+        entry = index.get(offset)
+        if entry is None:
+            chunk[...] = self._fill
+            return chunk
+        addr, size, mask = entry
+        nbytes, src = self._nbytes, self.source
+        if mask & 1:  # stored without the filter (HDF5 does that when a filter fails)
+            if size != nbytes + self._trailer:
+                raise BloscError(f"chunk at byte {addr} is stored unfiltered in {size} bytes; it holds {nbytes}")
+            src.read_exactly(bytes_of(chunk), addr)
+            return chunk
+        frame, view, _, _, ptr, _ = part_buffers(nbytes, self.dtype)
+        if size > nbytes + 16 + self._trailer:
+            raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
+        src.read_exactly(view[:size], addr)
+        size -= self._trailer
+        check = self._check
+        assert check is not None
+        nblocks = check.header(frame, size)[2]
+        if nblocks:
+            check.offsets(frame, nblocks, size)
+        _blosc.decompress_ptr(ptr, chunk, nbytes)
+        return chunk
+
+    def _validate_region(self, local: tuple[Any, ...]) -> None:
+        """Validate the blosc frame of every chunk `local` touches (``"checked"`` strategy)."""
+        index = self._index if self._index is not None else self.load_index()
+        chunks, check, src = self.chunks, self._check, self.source
+        ranges = []
+        for s, c in zip(local, chunks):
+            lo, hi = (s.start, s.stop - 1) if type(s) is slice else (int(s[0]), int(s[-1]))
+            ranges.append(range(lo // c * c, hi // c * c + 1, c))
+        nbytes = self._nbytes
+        frame, view = part_buffers(nbytes, self.dtype)[:2]
+        for offset in itertools.product(*ranges):
+            entry = index.get(offset)
+            if entry is None or entry[2] & 1:
+                continue
+            addr, size, _ = entry
+            if size > nbytes + 16 + self._trailer:
+                raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores at most {nbytes + 16}")
+            src.read_exactly(view[:size], addr)
+            nblocks = check.header(frame, size - self._trailer)[2]
+            if nblocks:
+                check.offsets(frame, nblocks, size - self._trailer)
+
+    def _gather(self, local: tuple[Any, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
+        """Stepped slices and index arrays: decode each touched chunk once, take what is needed."""
+        chunks = self.chunks
+        assert chunks is not None
+        if self._index is None:
+            self.load_index()
+        per_axis = []
+        for s, o, c in zip(local, out, chunks):
+            idx = np.arange(s.start, s.stop, s.step) if type(s) is slice else np.asarray(s)
+            k = idx // c
+            bounds = [0, *(np.flatnonzero(np.diff(k)) + 1).tolist(), len(idx)]
+            per_axis.append([AxisPart(int(k[i0]) * c, _as_slice(idx[i0:i1] - int(k[i0]) * c), slice(o.start + i0, o.start + i1))
+                             for i0, i1 in zip(bounds[:-1], bounds[1:])])
+        run_shared(self._gather_all, list(itertools.product(*per_axis)), buf)
+
+    def _gather_all(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
+        chunks = self.chunks
+        assert chunks is not None
+        for job in jobs:
+            offset = tuple(j.chunk for j in job)
+            inner = tuple(j.inner for j in job)
+            target = buf[tuple(j.out for j in job)]
+            if target.flags.c_contiguous and all(type(s) is slice and s.step == 1 and s.stop - s.start == c
+                                                 for s, c in zip(inner, chunks)):
+                self._whole(offset, target)
+            else:
+                target[...] = self._whole(offset)[_outer(inner)]
+
+    # ------------------------------------------------------------------ step-1 regions
+
+    def _read_chunks(self, local: tuple[slice, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
+        if self._index is None:
+            self.load_index()
+        chunks = self.chunks
+        assert chunks is not None
+        per_axis = []
+        span = 1  # bound on the items a partial job spans in C order
+        for s, o, c, st in zip(local, out, chunks, self._strides):
+            lo, hi = s.start, s.stop
+            axis = []
+            for k in range(lo // c, (hi - 1) // c + 1):
+                a, b = max(lo, k * c) - k * c, min(hi, (k + 1) * c) - k * c
+                axis.append(AxisPart(k * c, slice(a, b), slice(o.start + a + k * c - lo, o.start + b + k * c - lo), b - a == c,
+                             a * st, (b - 1) * st))
+            span += max(j.hi - j.lo for j in axis)
+            per_axis.append(axis)
+        first = tuple(axis[0] for axis in per_axis)
+        if all(len(axis) == 1 for axis in per_axis):
+            self._decode(first, buf)
+            return
+        if self._parts_pay(span * self.dtype.itemsize, first):
+            # small parts of many chunks (a trace through time): a few µs of decoding each, less
+            # than handing work between threads costs (measured: two threads took twice as long)
+            if all(len(axis) == 1 or c == 1 for axis, c in zip(per_axis, chunks)):
+                self._decode_rows(per_axis, buf)
+            else:
+                for job in itertools.product(*per_axis):
+                    self._decode(job, buf)
+            return
+        run_shared(self._decode_all, list(itertools.product(*per_axis)), buf)
+
+    def _parts_pay(self, span: int, job: Any) -> bool:
+        """Whether decoding `span` bytes of each chunk from its own blosc blocks decodes less
+        than half of what whole chunks would (judged from the first chunk's header)."""
+        nbytes = self._nbytes
+        if 2 * span > nbytes:
+            return False
+        if not self._nblocks:
+            entry = self._index.get(tuple(j.chunk for j in job)) if self._index else None
+            if entry is None or entry[2] & 1 or entry[1] < 16:
+                return False
+            head = bytearray(16)
+            if self.source.pread(memoryview(head), entry[0]) < 16:
+                return False
+            _, _, flags, _, _, blocksize, _ = _blosc.HEADER.unpack_from(head)
+            if flags & _blosc.MEMCPYED:  # stored as is: any part is one read
+                return True
+            if not 0 < blocksize <= nbytes:
+                return False  # the whole-chunk path says what is wrong
+            self._nblocks = -(-nbytes // blocksize)
+        blocksize = nbytes / self._nblocks
+        return (span // blocksize + 2) * blocksize * 2 <= nbytes
+
+    def _decode_all(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
+        for job in jobs:
+            self._decode(job, buf)
+
+    def _decode(self, job: tuple[tuple[Any, ...], ...], buf: np.ndarray) -> None:
+        """Decode one chunk's part of a read; `job` holds per axis (chunk offset, slice in the chunk,
+        slice in `buf`, whole-axis flag, first and last item offsets in the chunk)."""
+        offset = tuple(j.chunk for j in job)
+        target = buf[tuple(j.out for j in job)]
+        if not all(j.whole for j in job):
+            entry = self._index.get(offset) if self._index else None
+            if entry is not None and self._decode_part(entry, sum(j.lo for j in job), sum(j.hi for j in job) + 1,
+                                                       target):
+                return
+        elif target.flags.c_contiguous:
+            self._whole(offset, target)  # the whole chunk, straight into the output
+            return
+        target[...] = self._whole(offset)[tuple(j.inner for j in job)]
+
+    # ------------------------------------------------------------------ parts of chunks
+
+    def _decode_rows(self, per_axis: list[list[Any]], buf: np.ndarray) -> None:
+        """Decode the same part of many chunks that are one item deep on the axes they
+        differ in (a trace through time), each into a row of one array, then copy all of
+        it into the output at once."""
+        first = [axis[0] for axis in per_axis]
+        lo = sum(e.lo for e in first)
+        hi = sum(e.hi for e in first) + 1
+        n = hi - lo
+        counts = [len(axis) for axis in per_axis]
+        rows = np.empty((math.prod(counts), n), self.dtype)
+        itemsize = self.dtype.itemsize
+        view, ptr, row = bytes_of(rows), rows.ctypes.data, n * itemsize
+        index = self._index
+        assert index is not None
+        offsets = list(itertools.product(*([e.chunk for e in axis] for axis in per_axis)))
+        entries = [index.get(offset) for offset in offsets]
+        for i in self._rows_batch(entries, lo, hi, ptr, row):
+            entry = entries[i]
+            if entry is None or not self._items_into(entry, lo, hi, view[i * row:(i + 1) * row], ptr + i * row):
+                rows[i] = self._whole(offsets[i]).reshape(-1)[lo:hi]
+        shape, strides, step = [], [], row
+        for k in reversed(range(len(per_axis))):
+            if counts[k] > 1:
+                shape.append(counts[k])
+                strides.append(step)
+                step *= counts[k]
+            else:
+                shape.append(first[k].inner.stop - first[k].inner.start)
+                strides.append(self._bstrides[k])
+        region = buf[tuple(slice(axis[0].out.start, axis[-1].out.stop) for axis in per_axis)]
+        region[...] = np.ndarray(tuple(reversed(shape)), self.dtype, rows, 0, tuple(reversed(strides)))
+
+    def _rows_batch(self, entries: list[tuple[int, int, int] | None], lo: int, hi: int, dest: int, row: int
+                    ) -> list[int]:
+        """Decode items ``lo..hi`` of many chunks, chunk i to address ``dest + i * row``, as
+        :meth:`_items_into` does one, with less said per chunk; returns the chunks left for
+        :meth:`_items_into` (unwritten, stored unfiltered or as is, a different block size,
+        a table not as read: it decodes them or says what is wrong). Every header and
+        offset table is validated before c-blosc sees it."""
+        nblocks, nbytes, itemsize = self._nblocks, self._nbytes, self.dtype.itemsize
+        check, pread = self._check, self.source.pread
+        if nblocks < 2 or check is None:
+            return list(range(len(entries)))
+        table = 16 + 4 * nblocks
+        frame, view, _, _, base, _ = part_buffers(nbytes, self.dtype)
+        getitem, header, offsets, span = _LIB_GETITEM, check.header, check.offsets, _blosc.span
+        n = hi - lo
+        left: list[int] = []
+        blocksize = first = last = 0
+        for i, entry in enumerate(entries):
+            if entry is None or entry[2] & 1 or not table <= entry[1] <= nbytes + 16:
+                left.append(i)
+                continue
+            addr, size, _ = entry
+            if pread(view[:table], addr) != table:
+                left.append(i)
+                continue
+            flags, bsize, nb = header(frame, size)  # raises on anything c-blosc must not see
+            if nb != nblocks:
+                left.append(i)  # stored as is, or another block size: the careful path
+                continue
+            if bsize != blocksize:  # the blocks holding the items: the same in every chunk of this size
+                blocksize, first, last = bsize, lo * itemsize // bsize, (hi * itemsize - 1) // bsize
+            starts = offsets(frame, nblocks, size)
+            a, b = span(starts, frame, first, last, size)
+            if pread(view[a:b], addr + a) != b - a:
+                raise BloscError(f"the chunk at byte {addr} is cut short (a truncated file?)")
+            if getitem(base, lo, n, dest + i * row) != n * itemsize:
+                raise BloscError(f"blosc could not decode items {lo}..{hi} of the chunk at byte {addr}")
+        return left
+
+    def _decode_part(self, entry: tuple[int, int, int], lo: int, hi: int, target: np.ndarray) -> bool:
+        """Decode items ``lo..hi`` (C order) of the chunk at index `entry` into `target`, which
+        receives them at the chunk's strides from `lo`; False, having done nothing, when
+        :meth:`_items_into` cannot or it would not pay (half the chunk or more)."""
+        if 2 * (hi - lo) * self.dtype.itemsize > self._nbytes:
+            return False
+        items, view, _, ptr = part_buffers(self._nbytes, self.dtype)[2:]
+        if not self._items_into(entry, lo, hi, view, ptr):
+            return False
+        target[...] = np.ndarray(target.shape, self.dtype, items, 0, self._bstrides)
+        return True
+
+    def _items_into(self, entry: tuple[int, int, int], lo: int, hi: int, dest: memoryview, dest_ptr: int) -> bool:
+        """Decode items ``lo..hi`` (C order) of the chunk at index `entry` (address, size,
+        filter mask) into `dest` (bytes at address `dest_ptr`), from only the blosc blocks
+        that hold them.
+
+        Reads the frame's header and block offsets, validates them, then reads the
+        compressed bytes of those blocks and decodes the items with ``blosc_getitem``.
+        False, having done nothing, for a chunk of one blosc block.
+        """
+        src, check = self.source, self._check
+        assert check is not None
+        addr, size, mask = entry
+        nbytes, itemsize = self._nbytes, self.dtype.itemsize
+        n = hi - lo
+        if mask & 1:  # stored without the filter: the items are where they are
+            if size != nbytes:
+                raise BloscError(f"chunk at byte {addr} is stored unfiltered in {size} bytes; it holds {nbytes}")
+            src.read_exactly(dest[: n * itemsize], addr + lo * itemsize)
+            return True
+        frame, view, _, _, frame_ptr, _ = part_buffers(nbytes, self.dtype)
+        if size > nbytes + 16:
+            raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
+        have = min(size, 16 + 4 * self._nblocks)
+        src.read_exactly(view[:have], addr)
+        _, blocksize, nblocks = check.header(frame, size)
+        if not nblocks:  # stored as is, after the header
+            src.read_exactly(dest[: n * itemsize], addr + 16 + lo * itemsize)
+            return True
+        self._nblocks = nblocks
+        if nblocks == 1:
+            return False
+        table = 16 + 4 * nblocks
+        if have < table:
+            src.read_exactly(view[have:table], addr + have)
+        starts = check.offsets(frame, nblocks, size)
+        a, b = _blosc.span(starts, frame, lo * itemsize // blocksize, (hi * itemsize - 1) // blocksize, size)
+        src.read_exactly(view[a:b], addr + a)
+        _blosc.getitem_ptr(frame_ptr, lo, n, dest_ptr, itemsize)
+        return True
+
