@@ -107,3 +107,8 @@ class BloscError(RuntimeError):
     Raised inside the chunk reader, which knows no file names; reads and ``verify``
     report it as :class:`CorruptBlockError`, naming the block file.
     """
+
+
+class IndexOverflowError(InvalidIndexError, OverflowError):
+    """An integer index beyond the platform's index range (numpy raises OverflowError;
+    this is also an IndexError). Internal: not in ``__all__``, raised as numpy would."""

@@ -37,225 +37,35 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidIndexError
 from .grid import BlockGrid
+from .index_items import ARR as _ARR
+from .index_items import BOOL as _BOOL
+from .index_items import ELL as _ELL
+from .index_items import IDX as _IDX
+from .index_items import MASK as _MASK
+from .index_items import MAXDIMS as _MAXDIMS
+from .index_items import NEW as _NEW
+from .index_items import SLC as _SLC
+from .index_items import check_array as _check_array
+from .index_items import check_int as _check_int
+from .index_items import convert as _convert
+from .index_items import dim_from_array as _dim_from_array
+from .index_items import dim_from_slice as _dim_from_slice
+from .index_items import full_dim as _full_dim
+from .index_items import used_axes as _used_axes
+from .selection import INT as _INT
+from .selection import DimSelection, LocalSel
+from .selection import blocks_of as _blocks_of
+from .selection import walk as _walk
 
 __all__ = ["DimSelection", "Indexer", "LocalSel", "normalize_index"]
-
-#: What one axis of a block read selects: a slice (step > 0) or sorted unique indices.
-LocalSel = Union[slice, np.ndarray]
-
-_INT = 0
-_SLICE = 1
-_ARRAY = 2
-
-#: numpy's limit on the number of dimensions (of the result, too); items in one index: twice that
-_MAXDIMS = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
-_INTP = np.iinfo(np.intp)
-
-# kinds of converted index items
-_NEW = "new"  # None
-_ELL = "ell"  # Ellipsis (explicit, or appended when the index is shorter than the array)
-_SLC = "slice"
-_IDX = "int"  # an integer (Python, NumPy, 0-d integer array)
-_ARR = "array"  # an integer array of at least one dimension
-_MASK = "mask"  # a boolean array of at least one dimension
-_BOOL = "bool"  # a scalar boolean (Python, NumPy or 0-d array)
-
-
-class _IndexOverflowError(InvalidIndexError, OverflowError):
-    """An integer index beyond the platform's index range (numpy raises OverflowError)."""
-
-
-@dataclass(frozen=True)
-class DimSelection:
-    """What is selected along one array axis, in forward order.
-
-    ``kind`` is ``_INT`` (``start``), ``_SLICE`` (``start``, ``step`` > 0, ``count``,
-    ``flip`` if the user's step was negative) or ``_ARRAY`` (``values``: sorted unique
-    indices; ``take``: how to rebuild the user's order from them, or None).
-
-    Examples
-    --------
-    >>> d = DimSelection(_SLICE, start=2, step=3, count=4)
-    >>> [(b, local) for b, local, _ in d.project(BlockGrid((20,), (8,)), 0)]
-    [(0, slice(2, 6, 3)), (1, slice(0, 4, 3))]
-    """
-
-    kind: int
-    start: int = 0
-    step: int = 1
-    count: int = 1
-    flip: bool = False
-    values: np.ndarray | None = None
-    take: np.ndarray | None = None
-
-    def project(self, grid: BlockGrid, axis: int) -> list[tuple[int, LocalSel, slice]]:
-        """Blocks along `axis` that this selection touches: (block, in-block sel, buffer sel)."""
-        if self.count == 0:
-            return []
-        if self.kind == _ARRAY:
-            return self._project_array(grid, axis)
-        start, step, count = self.start, self.step, self.count
-        last = start + (count - 1) * step
-        out: list[tuple[int, LocalSel, slice]] = []
-        for b in range(grid.block_of(axis, start), grid.block_of(axis, last) + 1):
-            bs, be = grid.block_start(axis, b), grid.owned_stop(axis, b)
-            k0 = max(0, -(-(bs - start) // step))
-            k1 = min(count, -(-(be - start) // step))
-            if k0 < k1:
-                g0 = start + k0 * step - bs
-                out.append((b, slice(g0, g0 + (k1 - k0 - 1) * step + 1, step), slice(k0, k1)))
-        return out
-
-    def _project_array(self, grid: BlockGrid, axis: int) -> list[tuple[int, LocalSel, slice]]:
-        values = self.values
-        assert values is not None
-        size = grid.shape_block[axis]
-        blocks = _blocks_of(values, grid, axis)
-        cuts = np.flatnonzero(np.diff(blocks)) + 1
-        bounds = [0, *cuts.tolist(), len(values)]
-        out: list[tuple[int, LocalSel, slice]] = []
-        for i0, i1 in zip(bounds[:-1], bounds[1:]):
-            b = int(blocks[i0])
-            local = values[i0:i1] - b * size
-            out.append((b, _as_slice(local), slice(i0, i1)))
-        return out
-
-
-def _blocks_of(values: np.ndarray, grid: BlockGrid, axis: int) -> np.ndarray:
-    """The block along `axis` that owns each of `values`."""
-    return np.minimum(values // grid.shape_block[axis], grid.grid_shape[axis] - 1)
-
-
-def _as_slice(local: np.ndarray) -> LocalSel:
-    """Sorted unique indices as a slice when they are evenly spaced (HDF5 reads those fastest)."""
-    if len(local) == 1:
-        return slice(int(local[0]), int(local[0]) + 1, 1)
-    steps = np.diff(local)
-    if np.all(steps == steps[0]):
-        return slice(int(local[0]), int(local[-1]) + 1, int(steps[0]))
-    return local
-
-
-def _type_error(item: Any) -> InvalidIndexError:
-    return InvalidIndexError(
-        "only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) and "
-        f"integer or boolean arrays are valid indices; got {item!r:.80} of type {type(item).__name__}"
-    )
-
-
-def _overflow(value: int) -> _IndexOverflowError:
-    return _IndexOverflowError(f"index {value} does not fit the platform's index type (intp)")
-
-
-def _convert(item: Any) -> tuple[str, Any]:
-    """One index item as (kind, payload), the way numpy's ``prepare_index`` sees it.
-
-    Raises numpy's exception for this item alone (type, ragged list, integer overflow).
-    """
-    if item is None:
-        return (_NEW, None)
-    if item is Ellipsis:
-        return (_ELL, None)
-    if isinstance(item, slice):
-        return (_SLC, item)
-    if not isinstance(item, (np.ndarray, bool, np.bool_)) and hasattr(type(item), "__index__"):
-        # numpy tries the integer route first and falls back to the array route on any error
-        try:
-            i = operator.index(item)
-        except Exception:  # noqa: BLE001
-            pass
-        else:
-            if _INTP.min <= i <= _INTP.max:
-                return (_IDX, i)
-    if isinstance(item, np.ndarray):
-        arr = item
-    else:
-        arr = np.asarray(item)  # a ragged nested list raises numpy's ValueError, as numpy does
-        if arr.size == 0:  # an empty list is an (empty) integer index, whatever its dtype
-            try:
-                arr = arr.astype(np.intp)
-            except (TypeError, ValueError):
-                raise _type_error(item) from None
-    if arr.dtype == np.bool_:
-        if arr.ndim == 0:
-            return (_BOOL, bool(arr))
-        return (_MASK, arr)
-    if arr.dtype.kind in "iu":
-        if arr.ndim == 0:
-            i = int(arr)
-            if not _INTP.min <= i <= _INTP.max:
-                raise _overflow(i)
-            return (_IDX, i)
-        return (_ARR, arr.astype(np.intp, copy=False))  # wraps uint64 like numpy's cast
-    if isinstance(item, np.ndarray):
-        raise InvalidIndexError(
-            f"arrays used as indices must be of integer or boolean type, got dtype {arr.dtype}"
-        )
-    raise _type_error(item)
-
-
-def _used_axes(kind: str, payload: Any) -> int:
-    """How many array axes one converted item consumes (an ellipsis: counted separately)."""
-    if kind in (_IDX, _SLC, _ARR):
-        return 1
-    if kind == _MASK:
-        return int(payload.ndim)
-    return 0
-
-
-def _check_int(i: int, n: int, axis: int) -> int:
-    if not -n <= i < n:
-        raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
-    return i + n if i < 0 else i
-
-
-def _check_array(arr: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """`arr` with negative indices wrapped; IndexError if any is out of range."""
-    if arr.size == 0:
-        return arr
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < -n or hi >= n:
-        bad = lo if lo < -n else hi
-        raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}")
-    if lo < 0:
-        arr = np.where(arr < 0, arr + n, arr)
-    return arr
-
-
-def _dim_from_slice(s: slice, n: int) -> DimSelection:
-    start, stop, step = s.indices(n)  # raises TypeError / ValueError like numpy
-    count = len(range(start, stop, step))
-    if step > 0:
-        return DimSelection(_SLICE, start, step, count)
-    if count == 0:
-        return DimSelection(_SLICE, 0, 1, 0, flip=True)
-    first = start + (count - 1) * step
-    return DimSelection(_SLICE, first, -step, count, flip=True)
-
-
-def _dim_from_array(arr: np.ndarray) -> DimSelection:
-    """In-range, non-negative indices as sorted unique values and the way back (``take``).
-
-    ``take`` is None when `arr` is 1-D and strictly increasing (it is its own values).
-    """
-    flat = arr.reshape(-1)
-    if arr.ndim == 1 and (flat.size < 2 or bool(np.all(flat[1:] > flat[:-1]))):
-        return DimSelection(_ARRAY, count=len(flat), values=flat, take=None)
-    values, inverse = np.unique(flat, return_inverse=True)
-    return DimSelection(_ARRAY, count=len(values), values=values, take=inverse.reshape(arr.shape))
-
-
-def _full_dim(n: int) -> DimSelection:
-    return DimSelection(_SLICE, 0, 1, n)
 
 
 @dataclass(frozen=True)
@@ -589,30 +399,6 @@ def _result_shape(
     if fancy and not adjacent:
         out = list(bshape) + out
     return tuple(out)
-
-
-def _walk(
-    per_axis: list[list[tuple[int, LocalSel, slice]]],
-    linked_pos: dict[int, int],
-    prefixes: list[set[tuple[int, ...]]],
-) -> Iterator[tuple[tuple[int, ...], tuple[LocalSel, ...], tuple[slice, ...]]]:
-    """Block reads in C order, keeping only combinations of linked blocks listed in `prefixes`."""
-    ndim = len(per_axis)
-
-    def rec(axis: int, chosen: tuple[tuple[int, LocalSel, slice], ...], key: tuple[int, ...]) -> Iterator[Any]:
-        if axis == ndim:
-            yield (tuple(c[0] for c in chosen), tuple(c[1] for c in chosen), tuple(c[2] for c in chosen))
-            return
-        j = linked_pos.get(axis)
-        for entry in per_axis[axis]:
-            if j is None:
-                yield from rec(axis + 1, chosen + (entry,), key)
-            else:
-                k = key + (entry[0],)
-                if k in prefixes[j + 1]:
-                    yield from rec(axis + 1, chosen + (entry,), k)
-
-    yield from rec(0, (), ())
 
 
 def normalize_index(selection: Any, shape: Sequence[int]) -> Indexer:
