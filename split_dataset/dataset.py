@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import math
 import operator
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from .attrs import DatasetAttrs
+from .dataset_info import DatasetInfo
 from .errors import (
     BlockMismatchError,
     CorruptBlockError,
     MetadataError,
     MissingBlockError,
-    NotASplitDatasetError,
+    MissingBlocksWarning,
     SplitDatasetError,
+    TruncatedDatasetWarning,
 )
 from .grid import BlockGrid
 from .indexing import Indexer
 from .metadata import Metadata
-from .storage import (
-    METADATA_FILENAME,
-    BlockHandle,
-    HandleCache,
-    block_name,
-    open_block,
-    read_json,
-    read_legacy_metadata,
-    scan_block_files,
-)
+from .opening import choose_prefix, read_metadata, resolve_root
+from .storage import METADATA_FILENAME, BlockHandle, HandleCache, block_name, open_block, scan_block_files
 
 __all__ = ["SplitDataset", "open", "TruncatedDatasetWarning", "MissingBlocksWarning"]
 
@@ -44,60 +35,7 @@ _ALL = slice(None)
 _NP_INTS = frozenset(np.sctypeDict[k] for k in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
 
 
-class TruncatedDatasetWarning(UserWarning):
-    """The files hold fewer frames than the metadata claims (an acquisition that stopped early)."""
-
-
-class MissingBlocksWarning(UserWarning):
-    """Block files are missing inside the dataset; reading them will raise."""
-
-
-def resolve_root(path: str | os.PathLike[str]) -> Path:
-    """The dataset folder for `path` (the folder or its metadata file); raises if there is none."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"no split dataset at {str(p)!r}: the path does not exist")
-    if p.is_file() and p.name == METADATA_FILENAME:
-        p = p.parent
-    if not p.is_dir():
-        raise NotASplitDatasetError(f"{str(p)!r} is a file; a split dataset is a folder of block files")
-    return p.resolve()
-
-
-def choose_prefix(root: Path, groups: dict[str, dict[int, str]], prefix: str | None) -> str:
-    """The block-name prefix: `prefix` (with or without its ``_``), else ``""``, else the only one found."""
-    if prefix is not None:
-        if prefix in groups or not prefix or prefix.endswith("_"):
-            return prefix
-        return prefix + "_" if prefix + "_" in groups else prefix
-    if "" in groups or not groups:
-        return ""
-    if len(groups) == 1:
-        return next(iter(groups))
-    raise NotASplitDatasetError(
-        f"{str(root)!r} holds block files with several name prefixes {sorted(groups)}; pass prefix= to choose one"
-    )
-
-
-def read_metadata(root: Path, present: dict[int, str]) -> tuple[Path, dict[str, Any], Metadata]:
-    """(file it came from, raw dict, parsed metadata): the JSON, else the group inside the last block."""
-    json_path = root / METADATA_FILENAME
-    if os.path.lexists(json_path):  # whatever it is: read_json refuses anything but a regular file
-        source, raw = json_path, read_json(json_path)
-    elif present:
-        source = root / present[max(present)]
-        raw = read_legacy_metadata(source)
-    else:
-        raise NotASplitDatasetError(
-            f"{str(root)!r} is not a split dataset: no {METADATA_FILENAME} and no block files named like '0000.h5'"
-        )
-    try:
-        return source, raw, Metadata.from_dict(raw)
-    except MetadataError as e:
-        raise MetadataError(f"{str(source)!r}: {e}") from e
-
-
-class SplitDataset:
+class SplitDataset(DatasetInfo):
     """A split dataset on disk, indexed like a numpy array.
 
     Opening reads ``stack_metadata.json`` (or the legacy metadata inside the last
@@ -240,9 +178,6 @@ class SplitDataset:
         return int(handle.shape[0])
 
     # ------------------------------------------------------------------ block access
-
-    def _path(self, index: int, prefix: str | None = None) -> Path:
-        return self._root / block_name(index, self._prefix if prefix is None else prefix)
 
     def _opener(self, index: int, grid: BlockGrid, prefix: str, key: str | None) -> Any:
         return lambda: open_block(self._path(index, prefix), grid.coords(index), self._root, key, _CHUNK_CACHE)
@@ -434,179 +369,6 @@ class SplitDataset:
             f"<SplitDataset {str(self._root)!r} shape={self.shape} dtype={self.dtype} "
             f"blocks={self.shape_block} ({self.n_blocks} files)>"
         )
-
-    # ------------------------------------------------------------------ attributes
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the readable array (fewer frames than claimed if the acquisition stopped early)."""
-        return self._grid.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        """Element type."""
-        return self._dtype  # type: ignore[return-value]
-
-    @property
-    def ndim(self) -> int:
-        """Number of dimensions."""
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the uncompressed array."""
-        return self.size * self.dtype.itemsize
-
-    @property
-    def shape_block(self) -> tuple[int, ...]:
-        """Shape of one block (edge blocks are shorter)."""
-        return self._grid.shape_block
-
-    @property
-    def chunks(self) -> tuple[int, ...]:
-        """Same as :attr:`shape_block`; lets ``dask.array.from_array`` pick one chunk per file."""
-        return self._grid.shape_block
-
-    @property
-    def shape_full(self) -> tuple[int, ...]:
-        """Same as :attr:`shape` (the old package's name)."""
-        return self.shape
-
-    @property
-    def padding(self) -> tuple[int, ...]:
-        """Overlap between neighbouring blocks, per axis."""
-        return self._grid.padding
-
-    @property
-    def grid(self) -> BlockGrid:
-        """The block geometry."""
-        return self._grid
-
-    @property
-    def n_blocks(self) -> int:
-        """Number of block files the array is made of."""
-        return self._grid.n_blocks
-
-    @property
-    def root(self) -> Path:
-        """The dataset folder."""
-        return self._root
-
-    @property
-    def prefix(self) -> str:
-        """Name prefix of the block files ('' for ``0000.h5``)."""
-        return self._prefix
-
-    @property
-    def files(self) -> np.ndarray:
-        """Paths of the block files, shaped as the block grid."""
-        out = np.empty(self._grid.n_blocks, dtype=object)
-        for i in range(self._grid.n_blocks):
-            out[i] = self._path(i)
-        return out.reshape(self._grid.grid_shape)
-
-    @property
-    def resolution(self) -> tuple[float, ...]:
-        """Physical size of one step along each axis (1.0 where unknown)."""
-        return self._meta.resolution
-
-    @property
-    def units(self) -> tuple[str, ...]:
-        """Unit of each axis' resolution (``""`` where unknown)."""
-        return self._meta.units
-
-    @property
-    def frame_interval(self) -> float | None:
-        """Seconds between frames along axis 0, if recorded."""
-        return self._meta.frame_interval
-
-    @property
-    def frame_rate(self) -> float | None:
-        """Frames per second along axis 0, if recorded."""
-        return 1.0 / self._meta.frame_interval if self._meta.frame_interval else None
-
-    @property
-    def axis_order(self) -> str:
-        """One letter per axis, e.g. ``"tzyx"``."""
-        return self._meta.axis_order
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The metadata as read from disk (a copy)."""
-        return dict(self._raw)
-
-    @property
-    def meta(self) -> Metadata:
-        """The parsed metadata, describing what is readable."""
-        return self._meta
-
-    @property
-    def attrs(self) -> DatasetAttrs:
-        """User metadata stored with the dataset; assignments are saved at once, atomically.
-
-        Like h5py's and zarr's attributes: ``ds.attrs["fish"] = "F1"``, ``del``,
-        ``update()`` rewrite ``stack_metadata.json`` (refused while a live writer holds
-        the folder); values must be JSON values. See :class:`~split_dataset.attrs.DatasetAttrs`.
-
-        Examples
-        --------
-        >>> ds.attrs["stimulus"] = "looming"  # doctest: +SKIP
-        """
-        return DatasetAttrs(self._root, self._meta.attrs, on_change=self._attrs_saved)
-
-    def _attrs_saved(self, doc: dict[str, Any]) -> None:
-        self._raw = doc
-        self._meta = self._meta.replace(attrs=dict(doc.get("attrs") or {}))
-
-    @property
-    def complete(self) -> bool | None:
-        """False for an acquisition still being written or stopped early; None if unknown."""
-        return self._meta.complete
-
-    @property
-    def missing_blocks(self) -> list[int]:
-        """File numbers of block files that are not on disk."""
-        return [i for i in range(self._grid.n_blocks) if i not in self._present]
-
-    # old names, kept for scripts written against split_dataset 0.4
-    @property
-    def shape_cropped(self) -> tuple[int, ...]:
-        """Same as :attr:`shape` (the old package's name)."""
-        return self.shape
-
-    @property
-    def n_dims(self) -> int:
-        """Same as :attr:`ndim` (the old package's name)."""
-        return self.ndim
-
-    @property
-    def data_key(self) -> str:
-        """Name of the array inside the block files."""
-        if self._key is None and self._present and min(self._present) < self._grid.n_blocks:
-            return self._handle(min(self._present)).name
-        return self._key or "stack"
-
-    def slices(self, as_tuples: bool = False) -> Any:
-        """Iterate ``(block_coords, slices)`` over the blocks, as the old ``Blocks.slices``."""
-        from .legacy import Blocks
-
-        return Blocks(self.shape, shape_block=self.shape_block, padding=self.padding).slices(as_tuples=as_tuples)
-
-    def __getattr__(self, name: str) -> Any:
-        # the rest of the old Blocks API (block_starts, linear_to_cartesian, ...) on demand
-        if name.startswith("_") or name in ("oindex",):
-            raise AttributeError(name)
-        from .legacy import Blocks
-
-        if hasattr(Blocks, name):
-            blocks = Blocks(self.shape, shape_block=self.shape_block, padding=self.padding)
-            return getattr(blocks, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ lifecycle
 

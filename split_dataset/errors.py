@@ -23,6 +23,8 @@ __all__ = [
     "DiskFullError",
     "WriterLockedError",
     "NotRegularFileError",
+    "TruncatedDatasetWarning",
+    "MissingBlocksWarning",
 ]
 
 
@@ -112,3 +114,11 @@ class BloscError(RuntimeError):
 class IndexOverflowError(InvalidIndexError, OverflowError):
     """An integer index beyond the platform's index range (numpy raises OverflowError;
     this is also an IndexError). Internal: not in ``__all__``, raised as numpy would."""
+
+
+class TruncatedDatasetWarning(UserWarning):
+    """The files hold fewer frames than the metadata claims (an acquisition that stopped early)."""
+
+
+class MissingBlocksWarning(UserWarning):
+    """Block files are missing inside the dataset; reading them will raise."""
