@@ -25,6 +25,8 @@ __all__ = [
     "NotRegularFileError",
     "TruncatedDatasetWarning",
     "MissingBlocksWarning",
+    "SourceError",
+    "CorruptSourceError",
 ]
 
 
@@ -122,3 +124,20 @@ class TruncatedDatasetWarning(UserWarning):
 
 class MissingBlocksWarning(UserWarning):
     """Block files are missing inside the dataset; reading them will raise."""
+
+
+class SourceError(ValueError):
+    """A source or destination of :func:`split_dataset.convert.convert` that cannot be used:
+    unknown type, missing inner path, unreadable file (a ``ValueError``, as in 1.0)."""
+
+
+class CorruptSourceError(CorruptBlockError):
+    """A chunk of an HDF5 file being converted (not a block of a split dataset) is damaged:
+    refused before any decoder sees it. ``path`` names the file; ``block`` is ``()``."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(path, (), detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{str(self.path)!r} is unreadable: {self.detail}"
