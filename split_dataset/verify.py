@@ -1,15 +1,18 @@
-"""Inspecting a split dataset: :func:`info` (what it holds) and :func:`verify` (whether it is whole).
+"""Checking that a split dataset is whole: :func:`verify` (``split-dataset verify``).
 
-Both return plain data (a dict, a :class:`VerifyReport`) and never print; the
-``split-dataset info`` and ``split-dataset verify`` commands format them.
+It returns a :class:`~split_dataset.verify_report.VerifyReport` and never prints; the
+``split-dataset verify`` command formats it. (:func:`info` and :func:`block_codec` live
+in :mod:`split_dataset.info`; they are importable from here too.)
 
 :func:`verify` works from the metadata and the files on disk, independently of the
-reader's own reconciliation: every block file the metadata describes is opened and
-decoded in full, its shape and dtype are compared with the metadata, and where the
-folder holds a ``SHA256SUMS`` file (written by :func:`split_dataset.save`, the
-:class:`~split_dataset.SplitDatasetWriter` and dask saves as each block is written)
-every block's SHA-256 is compared with it, so a changed byte is found even where the
-damaged block still decodes.
+reader's own reconciliation: every block file the metadata describes is opened and every
+chunk it stores is decoded (:meth:`~split_dataset.storage.BlockHandle.check_chunks`:
+validated, never by HDF5's blosc filter on trust, bounded by the file's size whatever
+shape it declares), its shape and dtype are compared with the metadata, and where the
+folder holds a ``SHA256SUMS`` file (``docs/format.md`` §7: written by
+:func:`split_dataset.save`, the :class:`~split_dataset.SplitDatasetWriter` and dask saves as
+each block is written) every block's SHA-256 is compared with it, so a changed byte is
+found even where the damaged block still decodes.
 """
 
 from __future__ import annotations
@@ -19,193 +22,86 @@ import math
 import os
 import stat
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .dataset import SplitDataset, TruncatedDatasetWarning, choose_prefix, read_metadata, resolve_root
-from .errors import CorruptBlockError, MetadataError
-from .locks import LOCK_FILENAME, live_writer, writer_gone
+from .dataset import SplitDataset
+from .errors import CorruptBlockError, MetadataError, TruncatedDatasetWarning
 from .grid import BlockGrid
+from .info import block_codec, info
+from .locks import LOCK_FILENAME, live_writer, writer_gone
 from .metadata import Metadata
+from .opening import choose_prefix, read_metadata, resolve_root
 from .storage import (
-    BLOSC_FILTER,
-    SHUFFLE_CODES,
     CHECKSUM_FILENAME,
     METADATA_FILENAME,
     BlockHandle,
-    open_block,
     block_name,
+    open_block,
     pool,
     read_checksums,
     scan_block_files,
     sha256_file,
 )
+from .verify_report import Problem, VerifyReport
 
-__all__ = ["Problem", "VerifyReport", "verify", "info", "block_codec"]
+__all__ = ["Problem", "VerifyReport", "block_codec", "info", "verify"]
 
 #: ``progress(done, total)``: called with ``done == 0`` first, then after each unit of work.
 Progress = Callable[[int, int], None]
-
-#: Bytes decoded at a time while verifying a block (bounds memory for very large blocks).
-_DECODE_BYTES = 64 << 20
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with one file of a dataset.
-
-    Attributes
-    ----------
-    file
-        File name inside the dataset folder (``0003.h5``, ``stack_metadata.json``).
-    kind
-        ``"missing"`` (a block file the metadata describes is not there), ``"corrupt"``
-        (cannot be opened or decoded), ``"mismatch"`` (shape or dtype differ from the
-        metadata), ``"checksum"`` (the bytes changed since the block was written),
-        ``"no-checksum"`` (``SHA256SUMS`` exists but has no line for this block),
-        ``"metadata"`` (the metadata cannot be read) or ``"open"`` (opening the dataset with
-        :class:`~split_dataset.SplitDataset` raises; the message names the exception).
-    message
-        One human-readable sentence.
-    """
-
-    file: str
-    kind: str
-    message: str
-
-
-@dataclass
-class VerifyReport:
-    """What :func:`verify` found.
-
-    Attributes
-    ----------
-    path
-        The dataset folder.
-    n_blocks
-        Block files the metadata describes.
-    n_checked
-        Block files opened and decoded in full.
-    checksums_available
-        Whether the folder has a ``SHA256SUMS`` file (datasets from older writers do not).
-    n_checksums_matched
-        Blocks whose SHA-256 was computed and equals their line in ``SHA256SUMS``
-        (``n_blocks`` when every checksum was verified; fewer when some failed, could not be
-        computed, or the block is missing).
-    problems
-        Every missing, corrupt or inconsistent file, in file order.
-    notes
-        Things worth knowing that do not make the dataset damaged.
-    """
-
-    path: Path
-    n_blocks: int = 0
-    n_checked: int = 0
-    checksums_available: bool = False
-    n_checksums_matched: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True only if every block is present, decodes, matches the metadata and its checksum."""
-        return not self.problems
-
-    @property
-    def checksums_verified(self) -> bool:
-        """True only if ``SHA256SUMS`` exists and every block's SHA-256 was computed and matches it."""
-        return self.checksums_available and self.n_checksums_matched == self.n_blocks and not any(
-            p.kind in ("checksum", "no-checksum") for p in self.problems)
-
-    @property
-    def damaged_files(self) -> list[str]:
-        """Names of the files with at least one problem (each once, in order)."""
-        return list(dict.fromkeys(p.file for p in self.problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable form (stable keys, for ``split-dataset verify --json``)."""
-        return {
-            "path": str(self.path),
-            "ok": self.ok,
-            "n_blocks": self.n_blocks,
-            "n_checked": self.n_checked,
-            "checksums_available": self.checksums_available,
-            "checksums_matched": self.n_checksums_matched,
-            "checksums_verified": self.checksums_verified,
-            "problems": [{"file": p.file, "kind": p.kind, "message": p.message} for p in self.problems],
-            "notes": list(self.notes),
-        }
 
 
 #: Above this many chunks per block, stored chunks are counted, not listed one by one.
 _LIST_CHUNKS = 1 << 20
 
 
-def _unstored_chunks(handle: BlockHandle, shape: tuple[int, ...]) -> str | None:
-    """Why `handle` does not store every chunk of ``block[:shape]`` (they would read as the fill
-    value, silently), or None if it does. Cheap: the chunk index only, no data is read."""
-    dset = handle.dset
-    if not shape or math.prod(shape) == 0:
-        return None
-    if dset.chunks is None:
-        try:
-            stored = dset.id.get_offset() is not None
-        except Exception:  # noqa: BLE001 - pragma: no cover - compact layout and the like
-            return None
-        return None if stored else "its array has no data stored (it would read as the fill value)"
-    grid = [-(-n // c) for n, c in zip(shape, dset.chunks)]
-    expected = math.prod(grid)
-    try:
-        n_stored = dset.id.get_num_chunks()
-    except Exception:  # noqa: BLE001 - pragma: no cover - HDF5 without it
-        return None
-    if n_stored < expected and expected > _LIST_CHUNKS:
-        return f"only {n_stored} of the {expected} chunks it needs are stored (the others would read as the fill value)"
-    if expected > _LIST_CHUNKS:
-        return None
-    try:
-        size: int | None = os.stat(handle.file.filename).st_size
-    except (OSError, TypeError, ValueError):  # pragma: no cover
-        size = None
+def _stored_offsets(dset: Any) -> set[tuple[int, ...]]:
+    """The offsets of the chunks stored in `dset`'s index (as many as the file holds, no more)."""
     found: set[tuple[int, ...]] = set()
-
-    def seen(info: Any) -> None:
-        addr, nbytes = info.byte_offset, info.size
-        if addr is not None and nbytes and (size is None or addr + nbytes <= size):
-            found.add(tuple(info.chunk_offset))
-
     try:
-        dset.id.chunk_iter(seen)
-    except Exception:  # noqa: BLE001 - pragma: no cover - old HDF5 without chunk_iter
-        return None
-    chunks = dset.chunks
-    for idx in np.ndindex(*grid):
-        if tuple(i * c for i, c in zip(idx, chunks)) not in found:
-            missing = expected - sum(1 for o in found if all(a < n for a, n in zip(o, shape)))
-            return (f"{missing} of its {expected} chunks are not stored or lie outside the file, first at "
-                    f"{tuple(i * c for i, c in zip(idx, chunks))} (they would read as the fill value)")
-    return None
+        dset.id.chunk_iter(lambda c: found.add(tuple(c.chunk_offset)))
+    except (AttributeError, RuntimeError):  # pragma: no cover - HDF5 before 1.12.3 / 1.10.10
+        for i in range(dset.id.get_num_chunks()):
+            found.add(tuple(dset.id.get_chunk_info(i).chunk_offset))
+    return found
 
 
-def _decode_fully(handle: BlockHandle, shape: tuple[int, ...]) -> None:
-    """Decode ``block[:shape]`` through the package's reader, a slab of whole chunks at a time.
+def _unstored_chunks(handle: BlockHandle, shape: tuple[int, ...], stored: int, total: int) -> str | None:
+    """Why ``block[:shape]`` is not whole although every chunk its file stores decodes: chunks it
+    needs were never written (they would read as the fill value, silently); None if it is whole.
 
-    Never HDF5's own blosc filter (which trusts damaged headers), never more than `shape`
-    (what the metadata justifies), at most about ``_DECODE_BYTES`` at a time.
+    `stored` and `total` are what :meth:`~split_dataset.storage.BlockHandle.check_chunks` returned.
+    Reads the chunk index only, and never walks more than ``_LIST_CHUNKS`` chunk positions.
     """
     if not shape or math.prod(shape) == 0:
-        return
-    row = max(1, math.prod(shape[1:]) * handle.dtype.itemsize)
-    unit = handle.chunks[0] if handle.chunks else 1
-    step = max(unit, (_DECODE_BYTES // row) // unit * unit)
-    rest = tuple(slice(0, n) for n in shape[1:])
-    buf = np.empty((min(step, shape[0]),) + tuple(shape[1:]), handle.dtype)
-    for start in range(0, shape[0], step):
-        stop = min(start + step, shape[0])
-        handle.read((slice(start, stop),) + rest, buf, (slice(0, stop - start),) + rest)
+        return None
+    dset = handle.dset
+    chunks = handle.chunks
+    if chunks is None:
+        try:
+            written = dset.id.get_offset() is not None
+        except Exception:  # noqa: BLE001 - pragma: no cover - compact layout and the like
+            return None
+        return None if written else "its array has no data stored (it would read as the fill value)"
+    if stored >= total:
+        return None
+    grid = [-(-n // c) for n, c in zip(shape, chunks)]
+    expected = math.prod(grid)
+    found = _stored_offsets(dset)
+    inside = sum(1 for o in found if all(a < n for a, n in zip(o, shape)))
+    if inside >= expected:
+        return None
+    if expected > _LIST_CHUNKS:
+        return f"only {inside} of the {expected} chunks it needs are stored (the others would read as the fill value)"
+    for idx in np.ndindex(*grid):
+        offset = tuple(i * c for i, c in zip(idx, chunks))
+        if offset not in found:
+            return (f"{expected - inside} of its {expected} chunks are not stored, first at {offset} (they would "
+                    "read as the fill value)")
+    return None  # pragma: no cover - inside < expected leaves one position unstored
 
 
 def verify(
@@ -291,9 +187,11 @@ def verify(
 
     grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
     report.n_blocks = grid.n_blocks
-    sums = read_checksums(root)
+    sums, sums_problem = _read_sums(root)
     report.checksums_available = sums is not None
-    if sums is None:
+    if sums_problem is not None:
+        report.problems.append(sums_problem)
+    elif sums is None:
         report.notes.append(
             f"checksums not available: no {CHECKSUM_FILENAME} (written by an older writer); every block was "
             "decoded and checked against the metadata, but a changed byte that still decodes cannot be detected"
@@ -314,6 +212,12 @@ def verify(
 
     found_dtypes: dict[int, np.dtype] = {}
     total = grid.n_blocks
+    # a live writer appends a block's SHA256SUMS line just after renaming the block into place:
+    # the newest blocks (after the last one listed) may have none yet
+    pending: set[int] = set()
+    if holder is not None and sums is not None:
+        last = max((i for i in present if block_name(i, prefix) in sums), default=-1)
+        pending = {i for i in present if last < i < total}
     if progress is not None:
         progress(0, total)
     for index in range(total):
@@ -325,7 +229,7 @@ def verify(
                 Problem(name, "missing", f"block {coords} is missing: the metadata describes it, the file is not there{listed}")
             )
         else:
-            _check_block(root / name, index, coords, grid, meta, sums, report, found_dtypes)
+            _check_block(root / name, index, coords, grid, meta, sums, report, found_dtypes, index in pending)
         if progress is not None:
             progress(index + 1, total)
 
@@ -340,6 +244,13 @@ def verify(
             report.problems.append(
                 Problem(name, "mismatch", f"block {grid.coords(index)} holds {dt}; {where} {expected_dtype}")
             )
+    if report.n_checksums_pending:
+        names = [block_name(i, prefix) for i in sorted(pending)]
+        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        report.notes.append(
+            f"{report.n_checksums_pending} newest block(s) ({shown}) have no line in {CHECKSUM_FILENAME} yet: the "
+            "live writer adds it after each block; decoded and checked against the metadata, checksum not checked"
+        )
     if open_problem is not None:
         report.problems.append(open_problem)
     report.problems.sort(key=lambda p: (p.file != meta_file, len(p.file), p.file))
@@ -368,6 +279,7 @@ def _check_block(
     sums: dict[str, str] | None,
     report: VerifyReport,
     found_dtypes: dict[int, np.dtype],
+    pending: bool = False,
 ) -> None:
     name = path.name
     try:
@@ -400,22 +312,26 @@ def _check_block(
             found_dtypes[index] = handle.dtype
             ok_dtype = meta.dtype is None or handle.dtype == meta.dtype  # else reported with the other dtypes
             if ok_shape and ok_dtype:  # decode only what the metadata describes, and only if it fits
-                try:
-                    unstored = _unstored_chunks(handle, expected)
-                    if unstored is not None:
-                        report.problems.append(Problem(name, "corrupt", f"block {coords}: {unstored}"))
-                        return _check_sum(name, digest, sums, report)
-                    _decode_fully(handle, expected)
-                    report.n_checked += 1
+                try:  # every chunk the file stores, validated and decoded; bounded by the file's size
+                    stored, total = handle.check_chunks()
+                    unstored = _unstored_chunks(handle, expected, stored, total)
                 except Exception as e:  # noqa: BLE001 - a block that does not decode is corrupt, whatever raised
                     report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
+                else:
+                    if unstored is not None:
+                        report.problems.append(Problem(name, "corrupt", f"block {coords}: {unstored}"))
+                    else:
+                        report.n_checked += 1
         finally:
             handle.close()
-    _check_sum(name, digest, sums, report)
+    _check_sum(name, digest, sums, report, pending)
 
 
-def _check_sum(name: str, digest: Any, sums: dict[str, str] | None, report: VerifyReport) -> None:
+def _check_sum(name: str, digest: Any, sums: dict[str, str] | None, report: VerifyReport, pending: bool) -> None:
     if sums is None:
+        return
+    if digest is None and pending:  # a live writer's newest block: its line is not written yet
+        report.n_checksums_pending += 1
         return
     if digest is None:
         report.problems.append(
@@ -436,117 +352,26 @@ def _check_sum(name: str, digest: Any, sums: dict[str, str] | None, report: Veri
         report.n_checksums_matched += 1
 
 
+def _read_sums(root: Path) -> tuple[dict[str, str] | None, Problem | None]:
+    """``SHA256SUMS`` as ``{name: digest}`` (None if absent), or a problem if it is not a regular
+    file of its own: a symbolic link is never followed (its target could be anything, anywhere)."""
+    path = root / CHECKSUM_FILENAME
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        return None, Problem(CHECKSUM_FILENAME, "corrupt", f"cannot be examined: {_one_line(e)}; checksums not checked")
+    if stat.S_ISLNK(mode):
+        return None, Problem(CHECKSUM_FILENAME, "corrupt", "is a symbolic link, not followed (a dataset's checksums "
+                             "must be a file of its own); checksums not checked")
+    if not stat.S_ISREG(mode):
+        return None, Problem(CHECKSUM_FILENAME, "corrupt", "is not a regular file, not read; checksums not checked")
+    try:
+        return read_checksums(root), None
+    except OSError as e:
+        return None, Problem(CHECKSUM_FILENAME, "corrupt", f"cannot be read: {_one_line(e)}; checksums not checked")
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
-
-
-# ----------------------------------------------------------------------------- info
-
-_BLOSC_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}  # blosc's compressor codes
-_SHUFFLES = {code: name for name, code in SHUFFLE_CODES.items()}
-
-
-def block_codec(dset: Any) -> dict[str, Any]:
-    """The codec of an h5py dataset, described as :meth:`split_dataset.Codec.describe` does.
-
-    Used for datasets whose metadata does not record the compression (old writers).
-
-    Examples
-    --------
-    >>> import h5py, io
-    >>> with h5py.File(io.BytesIO(), "w") as f:
-    ...     block_codec(f.create_dataset("x", (4, 4), "u2", chunks=(2, 4), compression="gzip"))
-    {'name': 'gzip', 'clevel': 4, 'shuffle': 'none'}
-    """
-    plist = dset.id.get_create_plist()
-    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-    codes = [f[0] for f in filters]
-    for code, _flags, cd, _name in filters:
-        if code == BLOSC_FILTER:
-            cd = tuple(cd)
-            return {
-                "name": "blosc",
-                "cname": _BLOSC_CNAMES.get(cd[6] if len(cd) > 6 else 0, "unknown"),
-                "clevel": int(cd[4]) if len(cd) > 4 else 5,
-                "shuffle": _SHUFFLES.get(int(cd[5]) if len(cd) > 5 else 1, "unknown"),
-            }
-        if code == 1:  # deflate
-            return {"name": "gzip", "clevel": int(cd[0]) if cd else 6, "shuffle": "byte" if 2 in codes else "none"}
-    if not filters:
-        return {"name": "none"}
-    return {"name": "other", "filters": [f[3].decode(errors="replace") if isinstance(f[3], bytes) else str(f[3])
-                                         for f in filters]}
-
-
-def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str, Any]:
-    """Everything ``split-dataset info`` shows, as a JSON-serialisable dict with stable keys.
-
-    Keys: ``path``, ``shape``, ``shape_in_metadata``, ``dtype``, ``shape_block``,
-    ``chunks``, ``padding``, ``n_blocks``, ``n_blocks_present``, ``missing_blocks``,
-    ``codec``, ``nbytes`` (uncompressed), ``bytes_on_disk`` (sum of the block files),
-    ``compression_ratio`` (nbytes / bytes_on_disk, None if nothing is on disk),
-    ``axis_order``, ``resolution``, ``units``, ``frame_interval``, ``frame_rate``,
-    ``attrs``, ``complete`` (True, False or None when the writer did not say),
-    ``checksums`` (whether ``SHA256SUMS`` exists) and ``warnings`` (what opening said).
-
-    Examples
-    --------
-    >>> import numpy as np, split_dataset, tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "ds")
-    >>> _ = split_dataset.save(np.zeros((10, 4, 4), "uint16"), path, (5,), resolution=(2, 1, 1))
-    >>> d = info(path)
-    >>> d["shape"], d["dtype"], d["n_blocks"], d["codec"]["name"], d["resolution"], d["complete"]
-    ([10, 4, 4], 'uint16', 2, 'blosc', [2.0, 1.0, 1.0], True)
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = SplitDataset(path, prefix)
-    with ds:
-        root = ds.root
-        missing = set(ds.missing_blocks)
-        present = [i for i in range(ds.n_blocks) if i not in missing]
-        files = ds.files.ravel()
-        on_disk = 0
-        for i in present:
-            try:
-                on_disk += files[i].stat().st_size
-            except OSError:
-                pass
-        meta = ds.meta
-        codec = meta.compression if isinstance(meta.compression, dict) else None
-        chunks = list(meta.chunks) if meta.chunks is not None else None
-        if (codec is None or chunks is None) and present:
-            dset = ds._handle(present[0]).dset
-            if codec is None:
-                codec = block_codec(dset)
-            if chunks is None and dset.chunks is not None:
-                chunks = list(dset.chunks)
-        try:
-            claimed = list(Metadata.from_dict(ds.metadata).shape)
-        except MetadataError:  # pragma: no cover - the dataset opened, so the metadata parses
-            claimed = list(ds.shape)
-        return {
-            "path": str(root),
-            "shape": list(ds.shape),
-            "shape_in_metadata": claimed,
-            "dtype": str(ds.dtype),
-            "shape_block": list(ds.shape_block),
-            "chunks": chunks,
-            "padding": list(ds.padding),
-            "n_blocks": ds.n_blocks,
-            "n_blocks_present": len(present),
-            "missing_blocks": [files[i].name for i in ds.missing_blocks],
-            "codec": codec,
-            "nbytes": int(ds.nbytes),
-            "bytes_on_disk": int(on_disk),
-            "compression_ratio": round(ds.nbytes / on_disk, 3) if on_disk else None,
-            "axis_order": ds.axis_order,
-            "resolution": [float(r) for r in ds.resolution],
-            "units": list(ds.units),
-            "frame_interval": ds.frame_interval,
-            "frame_rate": ds.frame_rate,
-            "attrs": dict(ds.attrs),
-            "complete": ds.complete,
-            "checksums": (root / CHECKSUM_FILENAME).is_file(),
-            "warnings": [str(w.message) for w in caught],
-        }

@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 
 import h5py
+import hdf5plugin
 import numpy as np
 import pytest
+from test_locks import killed_holder
 
 import split_dataset
 from split_dataset import SplitDatasetWriter
 from split_dataset.convert import export_vds
 from split_dataset.errors import BlockMismatchError
 from split_dataset.verify import verify
-
-from test_locks import killed_holder
 
 X = np.arange(10 * 4 * 6, dtype=np.uint16).reshape(10, 4, 6)
 
@@ -91,25 +91,42 @@ def test_blosc_blocks_are_decoded_by_the_package_reader_not_hdf5s_filter(tmp_pat
     assert calls == []
 
 
-def test_decoding_is_bounded_by_the_metadata(tmp_path, monkeypatch) -> None:
-    """Slabs of at most _DECODE_BYTES; never the rows beyond the block's shape."""
-    import split_dataset.verify as v
-
-    make(tmp_path / "ds")
-    monkeypatch.setattr(v, "_DECODE_BYTES", 48)  # one 4x6 uint16 frame per slab
-    seen = []
+def test_blocks_are_decoded_chunk_by_chunk_through_check_chunks(tmp_path, monkeypatch) -> None:
+    """Every stored chunk decoded once, through BlockHandle.check_chunks (bounded by the file), no slab reads."""
     from split_dataset.storage import BlockHandle
 
-    real = BlockHandle.read
+    make(tmp_path / "ds")
+    checked, reads = [], []
+    real = BlockHandle.check_chunks
 
-    def spy(self, local, buf, out):
-        seen.append((local[0].start, local[0].stop, buf.nbytes))
-        return real(self, local, buf, out)
+    def spy(self):
+        result = real(self)
+        checked.append((self.path.name, result))
+        return result
 
-    monkeypatch.setattr(BlockHandle, "read", spy)
+    monkeypatch.setattr(BlockHandle, "check_chunks", spy)
+    monkeypatch.setattr(BlockHandle, "read", lambda *a: reads.append(a))
     assert verify(tmp_path / "ds").ok
-    assert max(b for _, _, b in seen) == 48 and max(stop for _, stop, _ in seen) <= 4
-    assert len(seen) == 4 + 4 + 2
+    assert sorted(checked) == [("0000.h5", (4, 4)), ("0001.h5", (4, 4)), ("0002.h5", (2, 2))]
+    assert reads == []
+
+
+def test_a_block_declaring_a_huge_shape_that_the_metadata_also_claims(tmp_path) -> None:
+    """Metadata and block both claim 2**40 frames, no chunk written: reported at once, nothing decoded."""
+    path = tmp_path / "ds"
+    split_dataset.save(np.zeros((10, 4, 6), np.uint16), path, (10,), fsync=False, checksums=False)
+    os.remove(path / "0000.h5")
+    with h5py.File(path / "0000.h5", "w") as f:
+        f.create_dataset("stack_3D", shape=(2**40, 4, 6), dtype="uint16", chunks=(1, 4, 6),
+                         **hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=1))
+    meta = json.loads((path / "stack_metadata.json").read_text())
+    meta.update(shape_full=[2**40, 4, 6], shape_block=[2**40, 4, 6])
+    (path / "stack_metadata.json").write_text(json.dumps(meta))
+    t0 = time.perf_counter()
+    report = verify(path)
+    assert time.perf_counter() - t0 < 10
+    assert [(p.file, p.kind) for p in report.problems] == [("0000.h5", "corrupt")], report.problems
+    assert f"only 0 of the {2**40} chunks it needs are stored" in report.problems[0].message
 
 
 def test_a_block_declaring_a_huge_shape_is_reported_not_decoded(tmp_path) -> None:
@@ -208,3 +225,51 @@ def test_a_chunk_that_is_not_stored_is_reported_not_read_as_fill(tmp_path) -> No
     assert [(p.file, p.kind) for p in report.problems] == [("0001.h5", "corrupt")]
     assert "not stored" in report.problems[0].message and "(3, 0, 0)" in report.problems[0].message
     assert report.n_checked == 2
+
+
+# ----------------------------------------------------------------------------- a running acquisition
+
+
+def test_newest_blocks_of_a_live_writer_without_checksum_are_a_note(tmp_path) -> None:
+    """While a writer holds the folder, the blocks after the last one in SHA256SUMS are a note."""
+    w = SplitDatasetWriter(tmp_path / "acq", (4, 6), np.uint16, 2, fsync=False)
+    try:
+        w.append(X[:7])
+        w.flush()
+        root = tmp_path / "acq"
+        sums = (root / "SHA256SUMS").read_text().splitlines()
+        assert len(sums) >= 3
+        (root / "SHA256SUMS").write_text("\n".join(sums[:1]) + "\n")  # as if the writer had not appended yet
+        report = verify(root)
+        assert report.ok, report.problems
+        assert report.n_checksums_pending == len(sums) - 1 and not report.checksums_verified
+        assert any("newest block(s)" in n and "0001.h5" in n for n in report.notes), report.notes
+        (root / "SHA256SUMS").write_text("\n".join(sums[2:]) + "\n")  # an older block without a line: a problem
+        report = verify(root)
+        assert [(p.file, p.kind) for p in report.problems] == [("0000.h5", "no-checksum"), ("0001.h5", "no-checksum")]
+        assert report.n_checksums_pending == 0
+    finally:
+        w.close()
+    (tmp_path / "acq" / "SHA256SUMS").write_text("")  # no writer any more: missing lines are problems again
+    report = verify(tmp_path / "acq")
+    assert {p.kind for p in report.problems} == {"no-checksum"} and report.n_checksums_pending == 0
+
+
+# ----------------------------------------------------------------------------- SHA256SUMS that is not a file
+
+
+def test_a_symlinked_sha256sums_is_a_problem_and_not_followed(tmp_path, monkeypatch) -> None:
+    import split_dataset.verify as v
+
+    path = tmp_path / "ds"
+    make(path)
+    elsewhere = tmp_path / "SHA256SUMS.elsewhere"
+    os.replace(path / "SHA256SUMS", elsewhere)
+    os.symlink(elsewhere, path / "SHA256SUMS")
+    monkeypatch.setattr(v, "read_checksums", lambda root: pytest.fail("followed the link"))
+    report = verify(path)
+    assert [(p.file, p.kind) for p in report.problems] == [("SHA256SUMS", "corrupt")]
+    assert "symbolic link" in report.problems[0].message
+    assert not report.checksums_available and not report.checksums_verified
+    assert not any("older writer" in n for n in report.notes)
+    assert report.n_checked == 3
