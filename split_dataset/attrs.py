@@ -29,9 +29,9 @@ import copy
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -257,14 +257,14 @@ class DatasetAttrs(MutableMapping[str, Any]):
 
         self._write(change)
 
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Set several attrs with one write of the file (``dict.update`` arguments)."""
         new = dict(other, **kwargs) if not isinstance(other, Mapping) else {**dict(other.items()), **kwargs}
         checked = {_check_key(k): to_json_value(v) for k, v in new.items()}
         if checked:
             self._write(lambda d: d.update(checked))
 
-    def pop(self, key: str, default: Any = _MISSING) -> Any:  # type: ignore[override]
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
         """Remove `key` and return its value (`default` if absent; KeyError without one)."""
         if key not in self._attrs:
             if default is _MISSING:

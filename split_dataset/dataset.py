@@ -5,7 +5,8 @@ from __future__ import annotations
 import operator
 import os
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,8 @@ _MISS = object()
 #: HDF5 chunk cache per open block; blosc blocks are read around it (see storage.BlockHandle)
 _CHUNK_CACHE = 1 << 20
 _ALL = slice(None)
-_NP_INTS = frozenset(np.sctypeDict[k] for k in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
+_NP_INTS = frozenset(np.sctypeDict[k] for k in ("int8", "int16", "int32", "int64",
+                                                "uint8", "uint16", "uint32", "uint64"))
 
 
 class SplitDataset(DatasetInfo):
@@ -100,7 +102,9 @@ class SplitDataset(DatasetInfo):
         if dtype is None:
             inside = [i for i in present_set if i < grid.n_blocks]
             if not inside:
-                raise MetadataError(f"{str(root)!r}: the metadata records no dtype and there is no block to read it from")
+                raise MetadataError(
+                    f"{str(root)!r}: the metadata records no dtype and there is no block to read it from"
+                )
             dtype = self._handle(max(inside), grid).dtype
         del self._loading
         self._raw = raw
@@ -354,7 +358,7 @@ class SplitDataset(DatasetInfo):
         return self.to_dask(chunks)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[...]
+        out: np.ndarray = self[...]
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __len__(self) -> int:
@@ -426,7 +430,7 @@ class _OIndex:
         return self._ds._get(Indexer.create(selection, self._ds.shape, outer=True))
 
 
-def open(path: str | os.PathLike[str], prefix: str | None = None, **kwargs: Any) -> SplitDataset:  # noqa: A001
+def open(path: str | os.PathLike[str], prefix: str | None = None, **kwargs: Any) -> SplitDataset:
     """Open a split dataset for reading (same as ``SplitDataset(path)``).
 
     Examples

@@ -53,7 +53,7 @@ def convert(item: Any) -> tuple[str, Any]:
         # numpy tries the integer route first and falls back to the array route on any error
         try:
             i = operator.index(item)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         else:
             if _INTP.min <= i <= _INTP.max:

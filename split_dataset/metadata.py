@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -359,7 +360,9 @@ class Metadata:
         if self.data_key is not None and not (isinstance(self.data_key, str) and self.data_key.strip("/")):
             raise MetadataError(f"data_key must be the name of a dataset, got {_show(self.data_key)}")
         if self.compression is not None and not isinstance(self.compression, (str, Mapping)):
-            raise MetadataError(f"compression must be a JSON object describing the codec, got {_show(self.compression)}")
+            raise MetadataError(
+                f"compression must be a JSON object describing the codec, got {_show(self.compression)}"
+            )
         if not isinstance(self.attrs, Mapping):
             raise MetadataError(f"attrs must be a JSON object, got {_show(self.attrs)}")
         if self.complete is not None and not isinstance(self.complete, (bool, np.bool_)):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from .grid import BlockGrid
 __all__ = ["DimSelection", "LocalSel", "INT", "SLICE", "ARRAY", "as_slice", "blocks_of", "walk"]
 
 #: What one axis of a block read selects: a slice (step > 0) or sorted unique indices.
-LocalSel = Union[slice, np.ndarray]
+LocalSel = slice | np.ndarray
 
 INT = 0
 SLICE = 1
@@ -69,7 +70,7 @@ class DimSelection:
         cuts = np.flatnonzero(np.diff(blocks)) + 1
         bounds = [0, *cuts.tolist(), len(values)]
         out: list[tuple[int, LocalSel, slice]] = []
-        for i0, i1 in zip(bounds[:-1], bounds[1:]):
+        for i0, i1 in itertools.pairwise(bounds):
             b = int(blocks[i0])
             local = values[i0:i1] - b * size
             out.append((b, as_slice(local), slice(i0, i1)))
@@ -78,7 +79,8 @@ class DimSelection:
 
 def blocks_of(values: np.ndarray, grid: BlockGrid, axis: int) -> np.ndarray:
     """The block along `axis` that owns each of `values`."""
-    return np.minimum(values // grid.shape_block[axis], grid.grid_shape[axis] - 1)
+    blocks: np.ndarray = np.minimum(values // grid.shape_block[axis], grid.grid_shape[axis] - 1)
+    return blocks
 
 
 def as_slice(local: np.ndarray) -> LocalSel:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import functools
+import itertools
 import struct
 from typing import Any
 
@@ -114,15 +115,15 @@ class FrameCheck:
     `shuffle` and `compressor` are the filter's codes (None where unknown).
     """
 
-    __slots__ = ("nbytes", "typesize", "shuffle", "compformat")
+    __slots__ = ("compformat", "nbytes", "shuffle", "typesize")
 
     def __init__(self, nbytes: int, itemsize: int, shuffle: int | None = None, compressor: int | None = None):
         self.nbytes = nbytes
         self.typesize = itemsize if itemsize <= 255 else 1  # what blosc stores for larger items
-        self.shuffle = SHUFFLE_FLAGS.get(shuffle) if shuffle is not None else None  # type: ignore[arg-type]
-        self.compformat = COMPRESSOR_FORMATS.get(compressor) if compressor is not None else None  # type: ignore[arg-type]
+        self.shuffle = SHUFFLE_FLAGS.get(shuffle) if shuffle is not None else None
+        self.compformat = COMPRESSOR_FORMATS.get(compressor) if compressor is not None else None
 
-    def header(self, head: bytes | memoryview | np.ndarray, size: int) -> tuple[int, int, int]:
+    def header(self, head: bytes | bytearray | memoryview, size: int) -> tuple[int, int, int]:
         """Validate the 16-byte header of a frame stored in `size` bytes: (flags, blocksize, nblocks).
 
         `nblocks` is 0 for a frame stored as is (MEMCPYED). Raises :class:`BloscError`.
@@ -163,14 +164,14 @@ class FrameCheck:
         return flags, blocksize, -(-nb // blocksize)
 
     @staticmethod
-    def offsets(table: bytes | memoryview | np.ndarray, nblocks: int, cbytes: int) -> tuple[int, ...]:
+    def offsets(table: bytes | bytearray | memoryview, nblocks: int, cbytes: int) -> tuple[int, ...]:
         """Validate a frame's block offsets (the `nblocks` u32 after its header, `table` holding
         the frame from byte 0): each block starts inside the frame, after the table, at its
         own place, the first right after the table (blocks may be stored in any order).
         Returns the offsets sorted."""
         starts = sorted(_offsets(nblocks).unpack_from(table, 16))
         end = 16 + 4 * nblocks
-        if starts[0] != end or starts[-1] >= cbytes or any(a >= b for a, b in zip(starts, starts[1:])):
+        if starts[0] != end or starts[-1] >= cbytes or any(a >= b for a, b in itertools.pairwise(starts)):
             raise BloscError(
                 f"blosc block offsets {starts[0]}..{starts[-1]} are not {nblocks} distinct starts from byte {end} "
                 f"inside the frame ({cbytes} bytes)"
@@ -178,7 +179,7 @@ class FrameCheck:
         return tuple(starts)
 
 
-def span(starts: tuple[int, ...], table: bytes | memoryview | np.ndarray, first: int, last: int,
+def span(starts: tuple[int, ...], table: bytes | bytearray | memoryview, first: int, last: int,
          cbytes: int) -> tuple[int, int]:
     """Byte range of a frame holding its blocks `first`..`last`, given the validated sorted
     `starts` and the offset table (blocks may be stored out of order)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .files import open_regular, write_bytes_atomic
 from .layout import CHECKSUM_FILENAME
@@ -34,8 +34,8 @@ def read_checksums(root: Path) -> dict[str, str] | None:
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (root / "SHA256SUMS").write_text("a" * 64 + "  0000.h5\n" + "B" * 64 + " *0001.h5\n")
-    >>> sorted(read_checksums(root).items())
-    [('0000.h5', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'), ('0001.h5', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb')]
+    >>> {name: digest[:4] for name, digest in read_checksums(root).items()}
+    {'0000.h5': 'aaaa', '0001.h5': 'bbbb'}
     """
     path = Path(root) / CHECKSUM_FILENAME
     if not path.is_file():

@@ -7,14 +7,15 @@ validates it before any byte is read through it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+import itertools
+from typing import Any
 
 from ..errors import BloscError
 
 __all__ = ["Index", "hdf5_index", "check_index"]
 
 #: chunk offset (in items, per axis) -> (byte address, stored size, HDF5 filter mask)
-Index = Dict[Tuple[int, ...], Tuple[int, int, int]]
+Index = dict[tuple[int, ...], tuple[int, int, int]]
 
 
 def hdf5_index(dset: Any) -> Index:
@@ -72,6 +73,6 @@ def check_index(index: Index, file_size: int, nbytes: int, trailer: int = 0) -> 
             raise BloscError(f"the HDF5 chunk index is damaged: {where} {what}")
         spans.append((addr, size, offset))
     spans.sort()
-    for (a, n, o), (b, _, p) in zip(spans, spans[1:]):
+    for (a, n, o), (b, _, p) in itertools.pairwise(spans):
         if a + n > b:
             raise BloscError(f"the HDF5 chunk index is damaged: the chunks at {o} and {p} share bytes {b}..")

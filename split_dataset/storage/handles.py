@@ -7,8 +7,9 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -49,8 +50,22 @@ class BlockHandle:
     ('direct', (20, 10, 256, 256))
     """
 
-    __slots__ = ("file", "dset", "path", "name", "shape", "dtype", "chunks", "checked", "users", "retired", "mode",
-                 "reader", "source", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "checked",
+        "chunks",
+        "dset",
+        "dtype",
+        "file",
+        "mode",
+        "name",
+        "path",
+        "reader",
+        "retired",
+        "shape",
+        "source",
+        "users",
+    )
 
     def __init__(self, file: h5py.File, dset: h5py.Dataset, source: ByteSource | None = None) -> None:
         self.file = file

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -89,8 +90,20 @@ class ChunkReader:
     >>> reader.read((slice(0, 2, 1), slice(0, 64, 1)), out_array, (slice(None), slice(None)))  # doctest: +SKIP
     """
 
-    __slots__ = ("source", "chunks", "dtype", "_loader", "_check", "_fill", "_trailer", "_index", "_strides",
-                 "_bstrides", "_nbytes", "_nblocks")
+    __slots__ = (
+        "_bstrides",
+        "_check",
+        "_fill",
+        "_index",
+        "_loader",
+        "_nblocks",
+        "_nbytes",
+        "_strides",
+        "_trailer",
+        "chunks",
+        "dtype",
+        "source",
+    )
 
     def __init__(self, source: ByteSource, load_index: Callable[[], Index], chunks: tuple[int, ...],
                  dtype: np.dtype, check: _blosc.FrameCheck, fill: Any = 0, trailer: int = 0) -> None:
@@ -155,12 +168,12 @@ class ChunkReader:
                 return part
         if whole:
             return self._whole(tuple(offset), np.empty(chunks, self.dtype))
-        return self._whole(tuple(offset))[inside].copy()  # decoded into reused memory; the part copied out
+        return np.array(self._whole(tuple(offset))[inside])  # decoded into reused memory; the part copied out
 
     def _whole(self, offset: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
         """The decoded chunk at `offset`: in `out` (C-contiguous, the chunk's shape) if given,
         else in a per-thread buffer. Unwritten chunks hold the fill value."""
-        chunk = scratch(self.chunks, self.dtype) if out is None else out  # type: ignore[arg-type]
+        chunk = scratch(self.chunks, self.dtype) if out is None else out
         index = self._index if self._index is not None else self.load_index()
         entry = index.get(offset)
         if entry is None:
@@ -173,16 +186,16 @@ class ChunkReader:
                 raise BloscError(f"chunk at byte {addr} is stored unfiltered in {size} bytes; it holds {nbytes}")
             src.read_exactly(bytes_of(chunk), addr)
             return chunk
-        frame, view, _, _, ptr, _ = part_buffers(nbytes, self.dtype)
+        _, view, _, _, ptr, _ = part_buffers(nbytes, self.dtype)
         if size > nbytes + 16 + self._trailer:
             raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
         src.read_exactly(view[:size], addr)
         size -= self._trailer
         check = self._check
         assert check is not None
-        nblocks = check.header(frame, size)[2]
+        nblocks = check.header(view, size)[2]
         if nblocks:
-            check.offsets(frame, nblocks, size)
+            check.offsets(view, nblocks, size)
         _blosc.decompress_ptr(ptr, chunk, nbytes)
         return chunk
 
@@ -195,7 +208,8 @@ class ChunkReader:
             lo, hi = (s.start, s.stop - 1) if type(s) is slice else (int(s[0]), int(s[-1]))
             ranges.append(range(lo // c * c, hi // c * c + 1, c))
         nbytes = self._nbytes
-        frame, view = part_buffers(nbytes, self.dtype)[:2]
+        view = part_buffers(nbytes, self.dtype)[1]
+        assert check is not None
         for offset in itertools.product(*ranges):
             entry = index.get(offset)
             if entry is None or entry[2] & 1:
@@ -204,9 +218,9 @@ class ChunkReader:
             if size > nbytes + 16 + self._trailer:
                 raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores at most {nbytes + 16}")
             src.read_exactly(view[:size], addr)
-            nblocks = check.header(frame, size - self._trailer)[2]
+            nblocks = check.header(view, size - self._trailer)[2]
             if nblocks:
-                check.offsets(frame, nblocks, size - self._trailer)
+                check.offsets(view, nblocks, size - self._trailer)
 
     def _gather(self, local: tuple[Any, ...], buf: np.ndarray, out: tuple[slice, ...]) -> None:
         """Stepped slices and index arrays: decode each touched chunk once, take what is needed."""
@@ -219,8 +233,8 @@ class ChunkReader:
             idx = np.arange(s.start, s.stop, s.step) if type(s) is slice else np.asarray(s)
             k = idx // c
             bounds = [0, *(np.flatnonzero(np.diff(k)) + 1).tolist(), len(idx)]
-            per_axis.append([AxisPart(int(k[i0]) * c, _as_slice(idx[i0:i1] - int(k[i0]) * c), slice(o.start + i0, o.start + i1))
-                             for i0, i1 in zip(bounds[:-1], bounds[1:])])
+            per_axis.append([AxisPart(int(k[i0]) * c, _as_slice(idx[i0:i1] - int(k[i0]) * c),
+                                      slice(o.start + i0, o.start + i1)) for i0, i1 in itertools.pairwise(bounds)])
         run_shared(self._gather_all, list(itertools.product(*per_axis)), buf)
 
     def _gather_all(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
@@ -250,8 +264,8 @@ class ChunkReader:
             axis = []
             for k in range(lo // c, (hi - 1) // c + 1):
                 a, b = max(lo, k * c) - k * c, min(hi, (k + 1) * c) - k * c
-                axis.append(AxisPart(k * c, slice(a, b), slice(o.start + a + k * c - lo, o.start + b + k * c - lo), b - a == c,
-                             a * st, (b - 1) * st))
+                where = slice(o.start + a + k * c - lo, o.start + b + k * c - lo)
+                axis.append(AxisPart(k * c, slice(a, b), where, b - a == c, a * st, (b - 1) * st))
             span += max(j.hi - j.lo for j in axis)
             per_axis.append(axis)
         first = tuple(axis[0] for axis in per_axis)
@@ -295,7 +309,7 @@ class ChunkReader:
         for job in jobs:
             self._decode(job, buf)
 
-    def _decode(self, job: tuple[tuple[Any, ...], ...], buf: np.ndarray) -> None:
+    def _decode(self, job: tuple[AxisPart, ...], buf: np.ndarray) -> None:
         """Decode one chunk's part of a read; `job` holds per axis (chunk offset, slice in the chunk,
         slice in `buf`, whole-axis flag, first and last item offsets in the chunk)."""
         offset = tuple(j.chunk for j in job)
@@ -356,7 +370,7 @@ class ChunkReader:
         if nblocks < 2 or check is None:
             return list(range(len(entries)))
         table = 16 + 4 * nblocks
-        frame, view, _, _, base, _ = part_buffers(nbytes, self.dtype)
+        _, view, _, _, base, _ = part_buffers(nbytes, self.dtype)
         getitem, header, offsets, span = _LIB_GETITEM, check.header, check.offsets, _blosc.span
         n = hi - lo
         left: list[int] = []
@@ -369,14 +383,14 @@ class ChunkReader:
             if pread(view[:table], addr) != table:
                 left.append(i)
                 continue
-            flags, bsize, nb = header(frame, size)  # raises on anything c-blosc must not see
+            _flags, bsize, nb = header(view, size)  # raises on anything c-blosc must not see
             if nb != nblocks:
                 left.append(i)  # stored as is, or another block size: the careful path
                 continue
             if bsize != blocksize:  # the blocks holding the items: the same in every chunk of this size
                 blocksize, first, last = bsize, lo * itemsize // bsize, (hi * itemsize - 1) // bsize
-            starts = offsets(frame, nblocks, size)
-            a, b = span(starts, frame, first, last, size)
+            starts = offsets(view, nblocks, size)
+            a, b = span(starts, view, first, last, size)
             if pread(view[a:b], addr + a) != b - a:
                 raise BloscError(f"the chunk at byte {addr} is cut short (a truncated file?)")
             if getitem(base, lo, n, dest + i * row) != n * itemsize:
@@ -414,12 +428,12 @@ class ChunkReader:
                 raise BloscError(f"chunk at byte {addr} is stored unfiltered in {size} bytes; it holds {nbytes}")
             src.read_exactly(dest[: n * itemsize], addr + lo * itemsize)
             return True
-        frame, view, _, _, frame_ptr, _ = part_buffers(nbytes, self.dtype)
+        _, view, _, _, frame_ptr, _ = part_buffers(nbytes, self.dtype)
         if size > nbytes + 16:
             raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
         have = min(size, 16 + 4 * self._nblocks)
         src.read_exactly(view[:have], addr)
-        _, blocksize, nblocks = check.header(frame, size)
+        _, blocksize, nblocks = check.header(view, size)
         if not nblocks:  # stored as is, after the header
             src.read_exactly(dest[: n * itemsize], addr + 16 + lo * itemsize)
             return True
@@ -429,8 +443,8 @@ class ChunkReader:
         table = 16 + 4 * nblocks
         if have < table:
             src.read_exactly(view[have:table], addr + have)
-        starts = check.offsets(frame, nblocks, size)
-        a, b = _blosc.span(starts, frame, lo * itemsize // blocksize, (hi * itemsize - 1) // blocksize, size)
+        starts = check.offsets(view, nblocks, size)
+        a, b = _blosc.span(starts, view, lo * itemsize // blocksize, (hi * itemsize - 1) // blocksize, size)
         src.read_exactly(view[a:b], addr + a)
         _blosc.getitem_ptr(frame_ptr, lo, n, dest_ptr, itemsize)
         return True

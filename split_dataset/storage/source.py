@@ -9,8 +9,9 @@ index can stand in for the local file without touching the read logic.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from ..errors import BloscError
 from .files import open_regular
@@ -53,7 +54,7 @@ class LocalFile:
     >>> src.close()
     """
 
-    __slots__ = ("name", "fd")
+    __slots__ = ("fd", "name")
 
     def __init__(self, path: str | os.PathLike[str], fd: int | None = None) -> None:
         self.name = str(path)

@@ -62,7 +62,7 @@ def run_shared(work: Any, items: list[Any], *args: Any) -> None:
             state["active"] += 1
         try:
             work(queue, *args)
-        except BaseException as e:  # noqa: BLE001  (handed to the calling thread)
+        except BaseException as e:
             state["error"] = state["error"] or e
         finally:
             with cond:
@@ -101,7 +101,7 @@ def scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def bytes_of(a: np.ndarray) -> memoryview:
     """The bytes of a C-contiguous array (any dtype, byte order included)."""
-    return memoryview(a.reshape(-1).view(np.uint8))
+    return a.reshape(-1).view(np.uint8).data
 
 
 def part_buffers(nbytes: int, dtype: np.dtype) -> tuple[np.ndarray, memoryview, np.ndarray, memoryview, int, int]:
@@ -118,5 +118,5 @@ def part_buffers(nbytes: int, dtype: np.dtype) -> tuple[np.ndarray, memoryview, 
             cache.clear()
         frame = np.zeros(nbytes + 64 + 4 * (nbytes // 128 + 1), np.uint8)
         items = np.empty(nbytes // dtype.itemsize, dtype)
-        bufs = cache[key] = (frame, memoryview(frame), items, bytes_of(items), frame.ctypes.data, items.ctypes.data)
+        bufs = cache[key] = (frame, frame.data, items, bytes_of(items), frame.ctypes.data, items.ctypes.data)
     return bufs
