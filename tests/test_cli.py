@@ -8,6 +8,7 @@ the oracle for every array that comes out.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -470,3 +471,35 @@ def test_info_shows_a_foreign_codec_description(capsys) -> None:
     assert _codec({"filters": 5}) == '{"filters": 5}'
     assert _codec({"filters": ["shuffle", "lzf"]}) == "shuffle, lzf"
     assert _codec("lzf") == "lzf" and _codec(None) == "unknown"
+
+
+def test_checksum_summary_never_claims_a_checksum_it_could_not_compute(tmp_path, capsys, monkeypatch) -> None:
+    """A block whose SHA-256 cannot be computed: not 'all 5 ... match', but how many were verified."""
+    import split_dataset.verify as ver
+
+    root = make(tmp_path / "ds")
+    real = ver.sha256_file
+
+    def unreadable(path: Path) -> str:
+        if path.name == "0002.h5":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(ver, "sha256_file", unreadable)
+    report = verify(root)
+    assert report.n_checksums_matched == 4 and not report.checksums_verified
+    assert [(p.file, p.kind) for p in report.problems] == [("0002.h5", "corrupt")]
+    code, out, _ = run(capsys, "verify", root)
+    assert code == 1
+    summary = out.splitlines()[-1]
+    assert "all 5" not in summary and summary.endswith(
+        "4 of the 5 SHA-256 checksums verified (the others could not be computed)"), summary
+
+
+def test_checksum_summary_of_a_refused_sha256sums(tmp_path, capsys) -> None:
+    root = make(tmp_path / "ds")
+    os.replace(root / "SHA256SUMS", tmp_path / "sums")
+    os.symlink(tmp_path / "sums", root / "SHA256SUMS")
+    code, out, _ = run(capsys, "verify", root)
+    assert code == 1 and out.startswith("SHA256SUMS: corrupt: is a symbolic link")
+    assert out.splitlines()[-1].endswith("checksums not checked (SHA256SUMS was refused, see above)")

@@ -1,0 +1,69 @@
+"""The commands of ``split-dataset`` but ``demo``: each takes the parsed arguments, prints, returns the exit code.
+
+The work is done by :mod:`split_dataset.verify` (``info``, ``verify``) and
+:mod:`split_dataset.convert` (``convert``, ``export-vds``), imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .exits import EXIT_DAMAGED, EXIT_OK
+from .format import _Bar, _checksum_summary, _dims, _dumps, format_info
+
+__all__ = ["cmd_convert", "cmd_export_vds", "cmd_info", "cmd_verify"]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..verify import info
+
+    d = info(args.path)
+    print(_dumps(d, indent=2) if args.json else format_info(d))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..verify import verify
+
+    with _Bar("verifying", "block", args.quiet) as bar:
+        report = verify(args.path, progress=bar)
+    if args.json:
+        print(_dumps(report.to_dict(), indent=2))
+        return EXIT_OK if report.ok else EXIT_DAMAGED
+    for p in report.problems:
+        print(f"{p.file}: {p.kind}: {p.message}")
+    for n in report.notes:
+        print(f"note: {n}")
+    sums = _checksum_summary(report)
+    if report.ok:
+        print(f"OK: {report.path}: all {report.n_blocks} blocks present, decoded and consistent with the metadata; {sums}")
+        return EXIT_OK
+    print(f"DAMAGED: {report.path}: {len(report.problems)} problem(s) in {len(report.damaged_files)} file(s); {sums}")
+    return EXIT_DAMAGED
+
+
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..convert import convert
+
+    with _Bar("converting", "block", args.quiet) as bar:
+        result = convert(args.src, args.dst, shape_block=args.shape_block, compression=args.compression,
+                         overwrite=args.overwrite, progress=bar)
+    kinds = {"split": "split dataset", "hdf5": "HDF5 dataset", "npy": ".npy file", "zarr": "zarr array"}
+    print(f"wrote {result.destination} ({kinds[result.destination.kind]}): {_dims(result.shape)} {result.dtype}")
+    if result.carried:
+        print(f"carried across: {', '.join(result.carried)}")
+    if result.dropped:
+        print(f"note: a .npy file holds no metadata; not carried: {', '.join(result.dropped)}")
+    return EXIT_OK
+
+
+def cmd_export_vds(args: argparse.Namespace) -> int:
+    from ..convert import export_vds
+
+    with _Bar("mapping", "block", args.quiet) as bar:
+        out = export_vds(args.path, args.out, fill_value=args.fill, overwrite=args.overwrite, progress=bar)
+    print(f"wrote {out}: /stack is a virtual dataset over the block files of {args.path} (paths relative to the "
+          "file: move them together); readers need the blosc filter (Python: import hdf5plugin)")
+    return EXIT_OK

@@ -1,0 +1,129 @@
+"""The argument parser of ``split-dataset``: one sub-command per task, each with examples and the exit codes."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from .commands import cmd_convert, cmd_export_vds, cmd_info, cmd_verify
+from .demo import cmd_demo
+from .exits import EXIT_CODES_HELP, PROG
+from .format import _wrap
+
+__all__ = ["build_parser"]
+
+_SPECS = """\
+SRC and DST are each one of:
+  folder                a split dataset (a DST folder that does not exist is created)
+  file.h5:/path/in/file an HDF5 dataset (.h5 .hdf5 .hdf .he5); a source file holding one
+                        dataset needs no path, a destination without one gets /stack
+  file.npy              a NumPy file (read memory-mapped; holds no metadata)
+  store.zarr[:/path]    a zarr array (the zarr package must be installed)
+"""
+
+
+
+def _number(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``split-dataset`` (one sub-parser per command)."""
+    from .. import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (they are drawn only when stderr is a terminal anyway)")
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=fmt, epilog=EXIT_CODES_HELP,
+        description=_wrap("Inspect, check, convert and demonstrate split datasets: numpy-like arrays stored as "
+                          "a folder of HDF5 block files plus stack_metadata.json. "
+                          f"Run '{PROG} COMMAND --help' for the options of each command."),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, description: str, epilog: str = "",
+            raw: str = "") -> Any:
+        text = "\n\n".join([_wrap(description)] + ([raw] if raw else []))
+        p = sub.add_parser(name, parents=[common], help=help, description=text,
+                           epilog=(epilog + "\n\n" if epilog else "") + EXIT_CODES_HELP, formatter_class=fmt)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("info", cmd_info, "shape, dtype, blocks, codec, size, resolution, attrs of a split dataset",
+            "Show what a split dataset holds: shape, dtype, block shape and count, codec, bytes on disk and "
+            "compression ratio, resolution and units, axis order, frame rate, attrs, and whether the "
+            "acquisition is complete. Reads the metadata and one block header; no pixel data.",
+            f"examples:\n  {PROG} info fish1/raw\n  {PROG} info fish1/raw --json | jq .shape")
+    p.add_argument("path", metavar="PATH", help="the dataset folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object (stable keys) instead of text")
+
+    p = add("verify", cmd_verify, "decode every block and check it against the metadata and its checksum",
+            "Open and decode every block file, check its shape and dtype against the metadata and, where the "
+            "folder has SHA256SUMS (written by this package as each block is written), its SHA-256: any changed "
+            "byte is found, even where the damaged block still decodes. Names every missing, corrupt or "
+            "inconsistent file. Datasets from older writers have no checksums: every block is still decoded, "
+            "and the report says that checksums were not available. Exits 0 only if the dataset is whole.",
+            f"examples:\n  {PROG} verify fish1/raw && echo whole\n  {PROG} verify fish1/raw --json")
+    p.add_argument("path", metavar="PATH", help="the dataset folder")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+    p = add("convert", cmd_convert, "copy an array between split datasets, HDF5, .npy and zarr",
+            "Copy an array from SRC to DST block by block (memory stays bounded), carrying resolution, units, "
+            "axis order, frame interval and attrs across where both sides can hold them (HDF5 and zarr "
+            "attributes <-> attrs). DST is written under a temporary name and renamed when complete; an "
+            "existing DST is refused unless --overwrite.",
+            f"examples:\n  {PROG} convert project_export.h5:/exported_data fish1/probabilities\n"
+            f"  {PROG} convert fish1/raw fish1_raw.zarr --shape-block 10,-1,256,256\n"
+            f"  {PROG} convert stack.npy fish1/raw --shape-block 20 --compression blosc-zstd", _SPECS)
+    p.add_argument("src", metavar="SRC", help="the source array")
+    p.add_argument("dst", metavar="DST", help="the destination (must not exist, unless --overwrite)")
+    p.add_argument("--shape-block", metavar="N,N,...",
+                   help="block shape of a split dataset DST, chunk shape of an HDF5 or zarr DST, e.g. 10,64,64,1; "
+                        "-1 or missing trailing entries mean the whole axis (default: the source's blocks for a "
+                        "split dataset, else about 64 MiB of whole frames per block; HDF5: one image plane per "
+                        "chunk; zarr: zarr's choice)")
+    p.add_argument("--compression", metavar="CODEC",
+                   help="blosc-lz4, blosc-zstd, blosc (the old blosclz level 9), gzip or none (default: blosc-lz4 "
+                        "for split datasets, gzip for HDF5 so that every HDF5 tool reads it, zarr's default for "
+                        "zarr; a .npy file cannot be compressed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing DST (a file, split dataset or zarr store) once the new one is complete")
+
+    p = add("export-vds", cmd_export_vds, "write an HDF5 file that shows a split dataset as one dataset",
+            "Write OUT.h5 whose dataset /stack is an HDF5 virtual dataset over every block file of PATH, so any "
+            "HDF5 tool (h5py, HDFView, MATLAB, Fiji) sees the whole array as one dataset. Block files are "
+            "referenced by paths relative to OUT.h5, so the folder and the file can move together. Readers "
+            "need the blosc filter plugin (Python: import hdf5plugin). A dataset with missing blocks is "
+            "refused unless --fill is given.",
+            f"examples:\n  {PROG} export-vds fish1/raw fish1/raw.h5\n"
+            "  python -c \"import h5py, hdf5plugin; print(h5py.File('fish1/raw.h5')['stack'].shape)\"")
+    p.add_argument("path", metavar="PATH", help="the dataset folder")
+    p.add_argument("out", metavar="OUT.h5", help="the HDF5 file to write")
+    p.add_argument("--fill", type=_number, metavar="VALUE",
+                   help="export even if block files are missing; their regions read as VALUE")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5")
+
+    p = add("demo", cmd_demo, "simulate an acquisition, stream it to disk, read it back, show info",
+            "Simulate a short light-sheet acquisition (synthetic volumes: drifting, flickering cells in a dim "
+            "sample, plus camera noise), stream it into a split dataset with SplitDatasetWriter, read it back "
+            "(the mean over time, through dask when installed) and print info. Takes a few seconds. Running it "
+            "again into the same OUT replaces the earlier demo output; any other existing OUT is refused unless "
+            "--overwrite.",
+            f"example:\n  {PROG} demo demo_output && {PROG} verify demo_output")
+    p.add_argument("out", metavar="OUT", help="the dataset folder to write")
+    p.add_argument("--time-points", type=int, default=60, metavar="N", help="volumes to simulate (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the simulation (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT even if it is not an earlier demo output")
+    return parser
