@@ -76,7 +76,8 @@ class Source:
     @property
     def dtype(self) -> np.dtype:
         """Element type."""
-        return np.dtype(self.array.dtype)
+        dtype: np.dtype = np.dtype(self.array.dtype)
+        return dtype
 
     @property
     def ndim(self) -> int:
