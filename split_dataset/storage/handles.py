@@ -148,7 +148,7 @@ class BlockHandle:
             return
         # h5py takes one index array at a time: read the arrays' bounding box, then take
         box = tuple(s if type(s) is slice else slice(int(s[0]), int(s[-1]) + 1) for s in local)
-        rel = tuple(slice(None) if type(s) is slice else s - s[0] for s in local)
+        rel = tuple(slice(0, len(range(s.start, s.stop, s.step)), 1) if type(s) is slice else s - s[0] for s in local)
         buf[out] = self.dset[box][_outer(rel)]
 
     def check_chunks(self) -> tuple[int, int]:
