@@ -15,15 +15,65 @@ Examples
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version as _version
+from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 from typing import Any
 
-from . import errors
+from . import errors, writer
 from .dataset import SplitDataset, open
 from .legacy import Blocks, EmptySplitDataset, save_to_split_dataset
 from .storage import Codec
 from .stream import SplitDatasetWriter
-from .writer import save
+from .write.options import DEFAULT_COMPRESSION
+
+
+def _is_dask_array(data: Any) -> bool:
+    """Whether `data` is a dask collection (told without importing dask)."""
+    return type(data).__module__.startswith("dask.") and hasattr(data, "dask")
+
+
+def save(
+    data: Any,
+    path: str | os.PathLike[str],
+    shape_block: Sequence[int | None] | None = None,
+    *,
+    compression: Any = DEFAULT_COMPRESSION,
+    resolution: Sequence[float] | None = None,
+    axis_order: str | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    chunks: Sequence[int] | None = None,
+    units: Sequence[str] | None = None,
+    frame_interval: float | None = None,
+    like: SplitDataset | str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    fsync: bool = True,
+    checksums: bool = True,
+) -> SplitDataset:
+    """Write an array as a split dataset, block by block, and open it.
+
+    A dask array is computed and written in parallel on the active scheduler, one task
+    per block file (:func:`split_dataset.dask_adapter.save_dask`, which needs the
+    ``dask`` extra); anything else is written by :func:`split_dataset.writer.save`, whose
+    documentation describes every parameter.
+
+    Examples
+    --------
+    >>> import numpy as np, split_dataset, tempfile, os
+    >>> x = np.random.default_rng(0).integers(0, 1000, (23, 3, 17, 19), dtype=np.uint16)
+    >>> ds = split_dataset.save(x, os.path.join(tempfile.mkdtemp(), "ds"), shape_block=(5,))
+    >>> ds.shape_block, ds.n_blocks, bool((ds[:] == x).all())
+    ((5, 3, 17, 19), 5, True)
+    """
+    keywords: dict[str, Any] = dict(
+        compression=compression, resolution=resolution, axis_order=axis_order, attrs=attrs, chunks=chunks,
+        units=units, frame_interval=frame_interval, like=like, overwrite=overwrite, fsync=fsync, checksums=checksums)
+    if _is_dask_array(data):
+        from .dask_adapter import save_dask  # the optional extra: dask is imported only when used
+
+        result: SplitDataset = save_dask(data, path, shape_block, **keywords)
+        return result
+    return writer.save(data, path, shape_block, **keywords)
 
 
 

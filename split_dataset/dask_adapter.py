@@ -8,20 +8,22 @@ block slices: they run on the threaded, processes and distributed schedulers.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .dataset import SplitDataset
 from .metadata import Metadata
-from .storage import Codec
-from .writer import DEFAULT_COMPRESSION, BlockSink, _check_dtype, claim_folder, like_metadata, make_metadata
+from .write.folder import claim_folder
+from .write.options import DEFAULT_COMPRESSION, WriteOptions, check_dtype
+from .write.sink import BlockSink
 
 try:
-    import dask
     import dask.array as da
     from dask.base import tokenize
+    from dask.delayed import delayed
 except ImportError as e:  # pragma: no cover - exercised by a test that hides dask
     raise ImportError(
         "the dask integration of split_dataset needs dask: pip install \"split_dataset[dask]\""
@@ -52,13 +54,14 @@ def to_dask(dataset: SplitDataset | str | os.PathLike[str], chunks: Any = None) 
     ds = dataset if isinstance(dataset, SplitDataset) else SplitDataset(dataset)
     chunks = ds.shape_block if chunks is None else chunks
     name = "split-dataset-" + tokenize(ds, chunks)
-    return da.from_array(
+    from_array: Callable[..., da.Array] = da.from_array  # untyped in dask
+    return from_array(
         ds, chunks=chunks, name=name, lock=False, asarray=False, fancy=False,
         meta=np.empty((0,) * ds.ndim, dtype=ds.dtype),
     )
 
 
-def _write_block(sink: BlockSink, index: int, block: np.ndarray) -> dict[str, str]:
+def _write_block(sink: BlockSink, index: int, block: np.ndarray[Any, Any]) -> dict[str, str]:
     name = sink.write(index, np.asarray(block)).name
     return {name: sink.digest(name)} if sink.checksums else {}
 
@@ -102,32 +105,31 @@ def save_dask(
     >>> ds.shape_block, float(ds[9, 3, 3])
     ((5, 4, 4), 2.0)
     """
-    dtype = _check_dtype(x.dtype)
+    dtype = check_dtype(x.dtype)
     if any(np.isnan(c) for cs in x.chunks for c in cs):
         raise ValueError("the dask array has unknown chunk sizes; call x.compute_chunk_sizes() first")
     shape = tuple(int(s) for s in x.shape)
     if shape_block is None and all(len(set(c[:-1])) <= 1 for c in x.chunks):
         shape_block = tuple(int(c[0]) for c in x.chunks)
-    codec = Codec.parse(compression)
-    physical: dict[str, Any] = dict(resolution=resolution, axis_order=axis_order, attrs=attrs, units=units,
-                                    frame_interval=frame_interval)
-    if like is not None:
-        physical = like_metadata(like, len(shape), **physical)
-    meta: Metadata = make_metadata(shape, dtype, shape_block, codec, chunks=chunks, **physical)
+    options = WriteOptions.from_keywords(
+        compression=compression, chunks=chunks, checksums=checksums, fsync=fsync, resolution=resolution,
+        units=units, axis_order=axis_order, frame_interval=frame_interval, attrs=attrs, like=like, ndim=len(shape))
+    meta = options.metadata(shape, dtype, shape_block)
     root = Path(path)
     if compute:
         with claim_folder(root, overwrite):
-            return _save_blocks(x, root.resolve(), meta, codec, fsync, checksums).compute()
+            return _save_blocks(x, root.resolve(), meta, options).compute()
     with claim_folder(root, overwrite):
         pass  # emptied now (refused if a live writer holds it); the lock is not held until compute
-    return _save_blocks(x, root.resolve(), meta, codec, fsync, checksums)
+    return _save_blocks(x, root.resolve(), meta, options)
 
 
-def _save_blocks(x: da.Array, root: Path, meta: Metadata, codec: Codec, fsync: bool, checksums: bool) -> Any:
+def _save_blocks(x: da.Array, root: Path, meta: Metadata, options: WriteOptions) -> Any:
     """The delayed object that writes every block, then the checksums and the metadata."""
-    sink = BlockSink(root, meta, codec, fsync=fsync, checksums=checksums)
-    blocks = x.rechunk(meta.shape_block).to_delayed()
-    write = dask.delayed(_write_block, pure=False)
+    sink = BlockSink.for_options(root, meta, options)
+    array: Any = x  # dask's methods are untyped
+    blocks = array.rechunk(meta.shape_block).to_delayed()
+    write = delayed(_write_block, pure=False)
     tasks = [write(sink, sink.grid.linear(coords), blocks[coords]) for coords in sink.grid.iter_coords()]
 
     def finish(sums: list[dict[str, str]]) -> SplitDataset:
@@ -137,4 +139,4 @@ def _save_blocks(x: da.Array, root: Path, meta: Metadata, codec: Codec, fsync: b
         sink.write_metadata()
         return SplitDataset(root)
 
-    return dask.delayed(finish, pure=False)(tasks)
+    return delayed(finish, pure=False)(tasks)

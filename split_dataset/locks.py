@@ -24,24 +24,32 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import stat
 import time
 import uuid
 import weakref
 from pathlib import Path
 
 from .errors import WriterLockedError
+from .lockstate import (
+    LOCK_FILENAME,
+    OS_LOCKED,
+    describe_holder,
+    live_writer,
+    old_style_live,
+    parse_lock,
+    pid_alive,
+    read_lock_fd,
+    refuse_if_written,
+    writer_gone,
+)
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_FILENAME", "WriterLock", "live_writer", "refuse_if_written"]
+__all__ = ["LOCK_FILENAME", "WriterLock", "live_writer", "writer_gone", "refuse_if_written"]
 
-LOCK_FILENAME = ".split_dataset.writer.lock"
-#: Third word of a lock file whose writer holds an OS lock on it (absent in older versions).
-_OS_LOCKED = "flock"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NO_LOCKS = {getattr(errno, n) for n in ("ENOLCK", "EOPNOTSUPP", "ENOSYS", "ENOTSUP") if hasattr(errno, n)}
@@ -49,135 +57,6 @@ _NO_LOCKS = {getattr(errno, n) for n in ("ENOLCK", "EOPNOTSUPP", "ENOSYS", "ENOT
 
 def _before_takeover() -> None:
     """Test hook: called between reading a stale lock and taking it over (a no-op)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
-def _parse(text: str) -> tuple[str, int, bool] | None:
-    """``(host, pid, os_locked)`` from a lock file's text, None if it is not a lock file's."""
-    words = text.split()
-    if len(words) not in (2, 3) or (len(words) == 3 and words[2] != _OS_LOCKED):
-        return None
-    try:
-        return words[0], int(words[1]), len(words) == 3
-    except ValueError:
-        return None
-
-
-def _read_fd(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 4096).decode(errors="replace")
-
-
-def _old_style_live(text: str) -> bool:
-    """Whether a lock that holds no OS lock (older versions, or no fcntl) names a live writer."""
-    parsed = _parse(text)
-    if parsed is None:
-        return bool(text.strip())  # garbage: someone's, not ours to judge; an empty file is a dead creator
-    host, pid, _ = parsed
-    return host != socket.gethostname() or (_pid_alive(pid) and pid != os.getpid())
-
-
-def _describe(text: str) -> str:
-    parsed = _parse(text)
-    if parsed is None:
-        return "an unknown writer"
-    host, pid, _ = parsed
-    return f"process {pid} on {host}"
-
-
-def live_writer(root: str | os.PathLike[str]) -> str | None:
-    """Who holds `root`'s writer lock ("process 123 on host"), or None when no live writer does.
-
-    Answered from the OS lock where there is one (a writer that died, even by SIGKILL,
-    holds none); lock files of older versions name a process, which must be alive.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> live_writer(tempfile.mkdtemp()) is None
-    True
-    """
-    lock = Path(root) / LOCK_FILENAME
-    try:
-        st = os.lstat(lock)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return "an unknown writer (the lock file cannot be examined)"
-    if not stat.S_ISREG(st.st_mode):
-        return "an unknown writer (the lock file is not a regular file)"
-    try:
-        fd = os.open(lock, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return "an unknown writer (the lock file cannot be read)"
-    try:
-        text = _read_fd(fd)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    return _describe(text)  # held: a live writer (its text may be being rewritten)
-                # no OS locks here (some network file systems): judge from the text
-            else:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                parsed = _parse(text)
-                if parsed is not None and parsed[2]:
-                    return None  # a writer of this version that is gone
-        return _describe(text) if _old_style_live(text) else None
-    finally:
-        os.close(fd)
-
-
-def writer_gone(root: str | os.PathLike[str]) -> str | None:
-    """If `root` holds a lock file left by a writer that no longer runs, who it was; else None.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> writer_gone(tempfile.mkdtemp()) is None
-    True
-    """
-    lock = Path(root) / LOCK_FILENAME
-    if not os.path.lexists(lock) or live_writer(root) is not None:
-        return None
-    try:
-        fd = os.open(lock, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return _describe(_read_fd(fd))
-    finally:
-        os.close(fd)
-
-
-def refuse_if_written(root: str | os.PathLike[str], action: str) -> None:
-    """Raise :class:`~split_dataset.errors.WriterLockedError` if a live writer holds `root`.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> refuse_if_written(tempfile.mkdtemp(), "replace it")
-    """
-    holder = live_writer(root)
-    if holder is not None:
-        raise WriterLockedError(
-            f"{str(root)!r} is being written by {holder} (lock file {LOCK_FILENAME}); "
-            f"refusing to {action} while that writer runs"
-        )
 
 
 _HELD: weakref.WeakSet[WriterLock] = weakref.WeakSet()
@@ -234,7 +113,7 @@ class WriterLock:
 
     @staticmethod
     def _content() -> bytes:
-        return f"{socket.gethostname()} {os.getpid()} {_OS_LOCKED if fcntl is not None else ''}".strip().encode() + b"\n"
+        return f"{socket.gethostname()} {os.getpid()} {OS_LOCKED if fcntl is not None else ''}".strip().encode() + b"\n"
 
     @classmethod
     def acquire(cls, root: str | os.PathLike[str], attempts: int = 50) -> WriterLock:
@@ -269,7 +148,7 @@ class WriterLock:
                     ) from None
                 raise
             try:
-                text = _read_fd(fd)
+                text = read_lock_fd(fd)
                 _before_takeover()
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -277,12 +156,12 @@ class WriterLock:
                     if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                         raise
                     busy += 1
-                    parsed = _parse(text)
+                    parsed = parse_lock(text)
                     live = parsed is not None and parsed[2] and (
-                        parsed[0] != socket.gethostname() or _pid_alive(parsed[1]))
+                        parsed[0] != socket.gethostname() or pid_alive(parsed[1]))
                     if live or busy >= 5:  # a live holder, or one taking over a stale lock right now
                         raise WriterLockedError(
-                            f"{str(path.parent)!r} is being written by {_describe(_read_fd(fd))} "
+                            f"{str(path.parent)!r} is being written by {describe_holder(read_lock_fd(fd))} "
                             f"(lock file {LOCK_FILENAME}); one writer per dataset"
                         ) from None
                     time.sleep(0.02)  # someone is creating or taking over the lock: look again
@@ -296,12 +175,13 @@ class WriterLock:
                 st = os.fstat(fd)
                 if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
                     continue
-                text = _read_fd(fd)  # as it is now that nobody else can take it
-                parsed = _parse(text)
-                if parsed is not None and not parsed[2] and _old_style_live(text):
+                text = read_lock_fd(fd)  # as it is now that nobody else can take it
+                parsed = parse_lock(text)
+                if parsed is not None and not parsed[2] and old_style_live(text):
                     raise WriterLockedError(
-                        f"{str(path.parent)!r} is being written by {_describe(text)} (lock file "
-                        f"{LOCK_FILENAME}, written by an older split_dataset); if that writer is gone, delete the lock file"
+                        f"{str(path.parent)!r} is being written by {describe_holder(text)} (lock file "
+                        f"{LOCK_FILENAME}, written by an older split_dataset); if that writer is gone, "
+                        "delete the lock file"
                     )
                 if parsed is None and text.strip():
                     raise WriterLockedError(
@@ -363,10 +243,10 @@ class WriterLock:
                     text = path.read_text(errors="replace")
                 except FileNotFoundError:
                     continue
-                if _old_style_live(text) or _parse(text) is None and text.strip():
+                if old_style_live(text) or (parse_lock(text) is None and text.strip()):
                     raise WriterLockedError(
-                        f"{str(path.parent)!r} is being written by {_describe(text)} (lock file {LOCK_FILENAME}); "
-                        "if that writer is gone, delete the lock file"
+                        f"{str(path.parent)!r} is being written by {describe_holder(text)} "
+                        f"(lock file {LOCK_FILENAME}); if that writer is gone, delete the lock file"
                     ) from None
                 _before_takeover()
                 aside = path.with_name(f"{LOCK_FILENAME}.{uuid.uuid4().hex[:12]}.stale")

@@ -7,12 +7,11 @@ import json
 import h5py
 import numpy as np
 import pytest
+from conftest import save_fast
 
 import split_dataset
 from split_dataset import Codec, SplitDataset
 from split_dataset.writer import default_shape_block
-
-from conftest import save_fast
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32", "float64", "bool", "complex64"])
@@ -242,7 +241,8 @@ def test_acquisition_voxel_size_is_micrometres() -> None:
 
 
 def test_save_flushes_every_block_before_the_metadata(tmp_path, monkeypatch) -> None:
-    from split_dataset import storage, writer
+    from split_dataset import storage
+    from split_dataset.write import sink as writer  # where blocks and the metadata are written
 
     events: list[str] = []
     real_fsync, real_json = writer.fsync_file, writer.write_json_atomic
