@@ -377,7 +377,10 @@ class Metadata:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Metadata:
-        """Parse any dialect of ``stack_metadata.json`` (see FORMAT.md).
+        """Parse any dialect of ``stack_metadata.json`` (see ``docs/format.md`` §5, §6).
+
+        A ``format_version`` newer than :data:`FORMAT_VERSION` is refused: such a dataset
+        may store what this reader would misread.
 
         Examples
         --------
@@ -388,6 +391,12 @@ class Metadata:
         """
         if not isinstance(raw, Mapping):
             raise MetadataError(f"metadata must be a JSON object, got {type(raw).__name__}")
+        version = raw.get("format_version")
+        if version is not None and not (type(version) is int and 0 <= version <= FORMAT_VERSION):
+            raise MetadataError(
+                f"format_version {_show(version)}: this split_dataset reads format versions up to "
+                f"{FORMAT_VERSION} (written by a newer split_dataset? upgrade it)"
+            )
         d = migrate_legacy(raw)
         for key in ("shape_full", "shape_block"):
             if key not in d:

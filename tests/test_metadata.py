@@ -599,3 +599,18 @@ def test_fuzzer_names_a_crashing_case(fuzz_template, tmp_path, monkeypatch) -> N
     with pytest.raises(AssertionError, match=r"case 3 \(.*\): crashed \(exit 9\)") as info:
         _assert_none(_fuzz(fuzz_template, tmp_path, range(6), batch=6), 6)
     assert "1 of 6 cases failed" in str(info.value)
+
+
+@pytest.mark.parametrize("version", [2, 99, -1, "1", 1.0, True])
+def test_a_newer_or_malformed_format_version_is_refused(version) -> None:
+    raw = {"shape_full": [4, 3], "shape_block": [2, 3], "format_version": version}
+    with pytest.raises(MetadataError, match="format_version"):
+        Metadata.from_dict(raw)
+
+
+@pytest.mark.parametrize("version", [None, 0, 1])
+def test_known_format_versions_open(version) -> None:
+    raw = {"shape_full": [4, 3], "shape_block": [2, 3]}
+    if version is not None:
+        raw["format_version"] = version
+    assert Metadata.from_dict(raw).shape == (4, 3)
