@@ -112,11 +112,14 @@ def verify(
 ) -> VerifyReport:
     """Check that a split dataset is whole: every block present, decodable, consistent, unchanged.
 
-    Every block file the metadata describes is opened read-only and decoded in full,
+    Every block file the metadata describes is opened read-only and every chunk it stores decoded,
     and its shape and dtype are compared with what the metadata says. If the folder
     holds ``SHA256SUMS`` (datasets written by this package), the SHA-256 of every block
     is compared with it and blocks without a line are flagged; datasets from older
-    writers have no checksums, which the report says (``checksums_available``).
+    writers have no checksums, which the report says (``checksums_available``). While a
+    live writer holds the folder, its newest blocks without a line yet (the writer appends
+    it after each block) are a note, not a problem. A ``SHA256SUMS`` that is a symbolic
+    link, or not a regular file, is a problem and is never read.
 
     Parameters
     ----------

@@ -44,7 +44,7 @@ class VerifyReport:
     n_blocks
         Block files the metadata describes.
     n_checked
-        Block files opened and decoded in full.
+        Block files opened, every chunk they store decoded, and found whole.
     checksums_available
         Whether the folder has a ``SHA256SUMS`` file (datasets from older writers do not).
     n_checksums_matched

@@ -144,7 +144,18 @@ def _physical(attrs: dict[str, Any], ndim: int) -> dict[str, Any]:
 
 
 def attrs_from(raw: Mapping[str, Any], ndim: int, *, hdf5: bool) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """(physical metadata, user attrs, names of attributes skipped) from HDF5 or zarr attributes."""
+    """(physical metadata, user attrs, names of attributes skipped) from HDF5 or zarr attributes.
+
+    Examples
+    --------
+    >>> physical, attrs, skipped = attrs_from(
+    ...     {"element_size_um": [2.0, 0.5, 0.5], "CLASS": b"CARRAY", "nested": '{"a": 1}', "bad": float("nan")},
+    ...     3, hdf5=True)
+    >>> physical
+    {'resolution': (2.0, 0.5, 0.5), 'units': ('um', 'um', 'um')}
+    >>> attrs, skipped
+    ({'element_size_um': [2.0, 0.5, 0.5], 'nested': {'a': 1}}, ['bad'])
+    """
     attrs: dict[str, Any] = {}
     skipped: list[str] = []
     for k, v in raw.items():
@@ -163,6 +174,17 @@ def attrs_from(raw: Mapping[str, Any], ndim: int, *, hdf5: bool) -> tuple[dict[s
 
 
 def h5_attrs(source: Source) -> dict[str, Any]:
+    """The HDF5 dataset attributes holding `source`'s attrs and physical metadata (nested values as JSON).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> src = SimpleNamespace(attrs={"fish": "F0", "nested": {"a": 1}}, resolution=(2, 1), units=None,
+    ...                       axis_order="yx", frame_interval=None)
+    >>> a = h5_attrs(src)
+    >>> a["fish"], a["nested"], a["axis_order"], a["resolution"].tolist()
+    ('F0', '{"a": 1}', 'yx', [2.0, 1.0])
+    """
     out: dict[str, Any] = {}
     for k, v in source.attrs.items():
         if k in RESERVED:
@@ -177,6 +199,15 @@ def h5_attrs(source: Source) -> dict[str, Any]:
 
 
 def reserved_attrs(source: Source) -> dict[str, Any]:
+    """`source`'s physical metadata as JSON-able attributes (what it does not record is left out).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> reserved_attrs(SimpleNamespace(resolution=(2, 1), units=("", ""), axis_order="yx",
+    ...                                frame_interval=0.5))
+    {'resolution': [2.0, 1.0], 'axis_order': 'yx', 'frame_interval': 0.5}
+    """
     out: dict[str, Any] = {}
     if source.resolution is not None:
         out["resolution"] = [float(r) for r in source.resolution]
