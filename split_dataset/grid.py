@@ -1,4 +1,4 @@
-"""Block geometry: which part of the array each block file holds. Arithmetic only."""
+"""Block geometry: which part of the array each block file holds (``docs/format.md`` §3). Arithmetic only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``stack_metadata.json`` schema: parsing, validation and legacy migration.
+"""The ``stack_metadata.json`` schema: parsing, validation and legacy migration (``docs/format.md`` §5, §6).
 
 Pure functions on dicts; no file I/O. Every dialect found in the wild is turned into
 one frozen :class:`Metadata`; :meth:`Metadata.to_dict` writes the classic keys that

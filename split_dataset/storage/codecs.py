@@ -1,4 +1,4 @@
-"""How block files are compressed: :class:`Codec`, and the blosc HDF5 filter's codes."""
+"""How block files are compressed: :class:`Codec`, and the blosc HDF5 filter's codes (``docs/format.md`` §4.3)."""
 
 from __future__ import annotations
 

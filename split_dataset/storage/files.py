@@ -1,4 +1,4 @@
-"""Files in a dataset folder: reading JSON and regular files safely, writing atomically."""
+"""Files in a dataset folder: reading JSON and regular files safely, writing atomically (``docs/format.md`` §9)."""
 
 from __future__ import annotations
 

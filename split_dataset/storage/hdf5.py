@@ -1,4 +1,4 @@
-"""HDF5 block files: opening one safely, finding its array, writing one (docs/format.md).
+"""HDF5 block files: opening one safely, finding its array, writing one (``docs/format.md`` §4, §11).
 
 Block files are HDF5 in the flammkuchen/PyTables layout: one array under
 ``stack``/``stack_{N}D``, reached through hard links only.

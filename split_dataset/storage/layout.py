@@ -1,4 +1,4 @@
-"""Names in a dataset folder: block files, the metadata file, the checksum file (docs/format.md)."""
+"""Names in a dataset folder: block files, the metadata file, the checksum file (``docs/format.md`` §2, §7, §9)."""
 
 from __future__ import annotations
 
