@@ -12,10 +12,10 @@ import pytest
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
-import split_dataset
-from split_dataset import Blocks, EmptySplitDataset, SplitDataset
+from conftest import save_fast  # noqa: E402
 
-from conftest import save_fast
+import split_dataset  # noqa: E402
+from split_dataset import Blocks, EmptySplitDataset, SplitDataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +171,28 @@ def test_dask_save_like_keeps_the_physical_metadata(tmp_path) -> None:
     assert out.resolution == (0.5, 0.6, 0.7) and out.frame_interval == 0.5 and out.attrs == {"fish": "F0"}
     mean = split_dataset.save(x.mean(axis=0), tmp_path / "mean", like=raw.root, fsync=False)
     assert mean.resolution == (0.6, 0.7) and mean.units == ("um", "um") and mean.frame_interval is None
+
+
+def test_save_dispatch_lives_in_the_package(tmp_path, monkeypatch) -> None:
+    """split_dataset.save sends dask arrays to save_dask; split_dataset.writer.save imports no dask
+    code and writes them like any array, one block at a time."""
+    import split_dataset.dask_adapter as adapter
+    import split_dataset.writer as writer
+
+    calls = []
+    real = adapter.save_dask
+    monkeypatch.setattr(adapter, "save_dask", lambda *a, **kw: (calls.append(a[2]), real(*a, **kw))[1])
+    x = da.arange(24, chunks=6, dtype="uint16").reshape(6, 4)
+    ds = split_dataset.save(x, tmp_path / "par", fsync=False)
+    assert calls == [None]
+    np.testing.assert_array_equal(ds[:], np.arange(24, dtype="uint16").reshape(6, 4))
+    one = writer.save(x, tmp_path / "seq", (4,), fsync=False)
+    assert len(calls) == 1  # not dispatched
+    np.testing.assert_array_equal(one[:], np.arange(24, dtype="uint16").reshape(6, 4))
+    assert sorted(one.metadata) == sorted(ds.metadata)
+
+
+def test_import_does_not_import_dask() -> None:
+    code = "import sys, split_dataset, split_dataset.writer, split_dataset.stream; print('dask' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -72,7 +72,7 @@ def test_SplitDataset(tmp_path):
             test_data,
             block_size=bs,
             root_name=tmp_path,
-            prefix="te{:02d}".format(i),
+            prefix=f"te{i:02d}",
         )
         for sl in slices:
             a = sd[sl]
@@ -95,7 +95,7 @@ def test_cartesian_blocks():
     test_size = (20, 20)
     a = np.ones(test_size)
     blocks = Blocks(test_size, shape_block=(3, 7), padding=(1, 2))
-    for idx, block in blocks.slices():
+    for _idx, block in blocks.slices():
         a[block] = 0
     np.testing.assert_array_equal(a, np.zeros(test_size))
 
@@ -454,7 +454,7 @@ def test_old_split_dataset_attributes(tmp_path):
     assert ds.files.shape == grid
     assert Path(ds.files[1, 2, 0]).name == "0005.h5"
     for idx in np.ndindex(grid):
-        assert Path(ds.files[idx]).name == "{:04d}.h5".format(int(np.ravel_multi_index(idx, grid)))
+        assert Path(ds.files[idx]).name == f"{int(np.ravel_multi_index(idx, grid)):04d}.h5"
         assert Path(ds.files[idx]).is_file()
     assert ds.shape_block == (4, 8, 11)
     assert ds.shape_full == ds.shape == x.shape
@@ -468,9 +468,35 @@ def test_old_split_dataset_attributes(tmp_path):
     assert len(slices) == 9
     for idx, sl in slices:
         np.testing.assert_array_equal(ds[sl], x[sl])
-        assert Path(ds.files[idx]).name == "{:04d}.h5".format(int(np.ravel_multi_index(idx, grid)))
+        assert Path(ds.files[idx]).name == f"{int(np.ravel_multi_index(idx, grid)):04d}.h5"
 
 
 def test_top_level_exports():
     for name in ("Blocks", "EmptySplitDataset", "save_to_split_dataset", "SplitDataset"):
         assert hasattr(split_dataset, name), name
+
+
+def test_empty_split_dataset_records_sha256sums(tmp_path):
+    """Every writer records SHA256SUMS, EmptySplitDataset too (blocks written by workers included)."""
+    from split_dataset.storage import read_checksums, sha256_file
+    from split_dataset.verify import verify
+
+    x = np.arange(6 * 4, dtype=np.uint8).reshape(6, 4)
+    empty = EmptySplitDataset(tmp_path, "out", shape_full=x.shape, shape_block=(2, 4))
+    empty.save_block_data(0, x[0:2])
+    for i in (1, 2):
+        with h5py.File(empty.root / empty.files[i], "w") as f:  # as a worker process would
+            f["stack"] = x[2 * i : 2 * i + 2]
+    ds = empty.finalize()
+    sums = read_checksums(ds.root)
+    assert sums == {name: sha256_file(ds.root / name) for name in empty.files}
+    report = verify(ds.root)
+    assert report.ok and report.checksums_verified, report.problems
+    assert "compression" not in ds.metadata and "chunks" not in ds.metadata and ds.metadata["data_key"] == "stack"
+
+
+def test_save_to_split_dataset_records_sha256sums(tmp_path):
+    from split_dataset.storage import read_checksums
+
+    ds = save_to_split_dataset(np.zeros((5, 3), "u2"), tmp_path, block_size=(2, None), prefix="p")
+    assert sorted(read_checksums(ds.root)) == ["0000.h5", "0001.h5", "0002.h5"]

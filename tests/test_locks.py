@@ -240,6 +240,7 @@ def live(tmp_path: Path) -> tuple[SplitDatasetWriter, Path]:
 def finish_intact(w: SplitDatasetWriter, path: Path) -> None:
     """The writer goes on and closes cleanly; the folder holds its frames only."""
     from test_stream import frames
+
     from split_dataset.verify import verify
 
     w.append(frames(6, 3))

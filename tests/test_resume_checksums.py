@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_stream import FRAME, frames
 
 from split_dataset import SplitDataset, SplitDatasetWriter
 from split_dataset.errors import UnsafeDatasetError
@@ -20,8 +21,6 @@ from split_dataset.metadata import Metadata
 from split_dataset.storage import CHECKSUM_FILENAME, METADATA_FILENAME, read_checksums, sha256_file
 from split_dataset.verify import verify
 from split_dataset.writer import BlockSink, prepare_folder
-
-from test_stream import FRAME, frames
 
 TESTS = str(Path(__file__).parent)
 

@@ -117,6 +117,29 @@ def test_resume_with_mode_a(tmp_path) -> None:
     np.testing.assert_array_equal(ds[:], frames(0, 13))
 
 
+def test_resume_keeps_the_keys_it_does_not_own(tmp_path) -> None:
+    """mode="a" rebuilt the metadata from scratch: an added "operator" key and the crops were lost."""
+    path = tmp_path / "acq"
+    with writer(path, attrs={"fish": 1}, resolution=(0.5, 2, 0.3, 0.3)) as w:
+        w.append(frames(0, 7))
+    meta_path = path / "stack_metadata.json"
+    doc = json.loads(meta_path.read_text())
+    doc.update(operator="jd", setup={"laser": [488, 561]}, crop_start=[0, 1, 2, 0], crop_end=[0, 0, 1, 3])
+    meta_path.write_text(json.dumps(doc))
+    with writer(path, mode="a", attrs={"part": 2}) as w:
+        w.flush()
+        during = json.loads(meta_path.read_text())
+        w.append(frames(7, 6))
+    after = json.loads(meta_path.read_text())
+    for got in (during, after):
+        assert got["operator"] == "jd" and got["setup"] == {"laser": [488, 561]}
+        assert got["crop_start"] == [0, 1, 2, 0] and got["crop_end"] == [0, 0, 1, 3]
+        assert got["resolution"] == [0.5, 2, 0.3, 0.3] and got["attrs"] == {"fish": 1, "part": 2}
+    assert after["shape_full"][0] == 13 and after["complete"] is True
+    assert list(after)[:2] == ["operator", "setup"]  # unknown keys first, as read (docs/format.md §5)
+    np.testing.assert_array_equal(SplitDataset(path)[:], frames(0, 13))
+
+
 def test_mode_a_on_a_new_folder_starts_a_dataset(tmp_path) -> None:
     with writer(tmp_path / "new", mode="a") as w:
         w.append(frames(0, 2))

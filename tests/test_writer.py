@@ -297,3 +297,80 @@ def test_like_maps_axes_by_letter_when_axis_order_is_given(tmp_path, physical_so
     with pytest.raises(ValueError, match="pass axis_order"):
         save_fast(np.ones((2, 6, 3, 4, 5), "uint16"), tmp_path / "bad2", None, like=physical_source)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
+
+
+# ----------------------------------------------------------------------------- attrs are JSON, checked first
+
+
+@pytest.mark.parametrize("bad, exc", [
+    pytest.param({"gain": float("nan")}, ValueError, id="nan"),
+    pytest.param({"gain": [1.0, float("inf")]}, ValueError, id="inf-in-list"),
+    pytest.param({"n": 2**70}, ValueError, id="int-beyond-64-bits"),
+    pytest.param({"s": {1, 2}}, TypeError, id="set"),
+])
+def test_save_refuses_attrs_that_are_not_json_before_writing(tmp_path, bad, exc) -> None:
+    """save(attrs=...) follows the rules of ds.attrs[...] = ...: nothing is written (was NaN in the JSON)."""
+    with pytest.raises(exc):
+        split_dataset.save(np.zeros((4, 3), "u1"), tmp_path / "ds", attrs=bad, fsync=False)
+    assert not (tmp_path / "ds").exists()
+    with pytest.raises(exc):
+        split_dataset.SplitDatasetWriter(tmp_path / "acq", (3,), "u1", 2, attrs=bad, fsync=False)
+    assert not (tmp_path / "acq").exists()
+
+
+def test_save_attrs_become_plain_json(tmp_path) -> None:
+    ds = save_fast(np.zeros((4, 3), "u1"), tmp_path / "ds", None, attrs={"gain": np.float32(1.5), "roi": (0, 64)})
+    assert json.loads((ds.root / "stack_metadata.json").read_text())["attrs"] == {"gain": 1.5, "roi": [0, 64]}
+
+
+# ----------------------------------------------------------------------------- leftovers of a crash
+
+
+def test_temporary_files_of_a_crash_do_not_make_the_folder_non_empty(tmp_path) -> None:
+    """Only our own `.<name>.<12 hex>.tmp` files: they are removed, and save() goes ahead."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    leftovers = [".0001.h5.3f2a9c0d1e7b.tmp", ".stack_metadata.json.0123456789ab.tmp", ".SHA256SUMS.abcdefabcdef.tmp"]
+    for name in leftovers:
+        (root / name).write_bytes(b"partial")
+    ds = save_fast(np.ones((6, 2), "u1"), root, (4,))
+    assert sorted(p.name for p in root.iterdir()) == ["0000.h5", "0001.h5", "SHA256SUMS", "stack_metadata.json"]
+    np.testing.assert_array_equal(ds[:], np.ones((6, 2), "u1"))
+
+
+@pytest.mark.parametrize("name", ["notes.tmp", ".0001.h5.tmp", ".0001.h5.NOTHEX000000.tmp", "0001.h5.3f2a9c0d1e7b.tmp"])
+def test_other_files_still_make_the_folder_non_empty(tmp_path, name) -> None:
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / name).write_text("someone's")
+    with pytest.raises(FileExistsError, match="not empty"):
+        save_fast(np.ones((6, 2), "u1"), root, (4,))
+    assert sorted(p.name for p in root.iterdir()) == [name]
+
+
+def test_overwrite_removes_temporary_files_of_ours_only(tmp_path) -> None:
+    root = tmp_path / "ds"
+    save_fast(np.ones((6, 2), "u1"), root, (4,))
+    (root / ".0002.h5.3f2a9c0d1e7b.tmp").write_bytes(b"partial")
+    (root / "notes.txt").write_text("kept")
+    (root / ".tmpdir.3f2a9c0d1e7b.tmp").mkdir()  # a folder by that name is not ours
+    save_fast(np.zeros((3, 2), "u1"), root, (4,), overwrite=True)
+    assert sorted(p.name for p in root.iterdir()) == [".tmpdir.3f2a9c0d1e7b.tmp", "0000.h5", "SHA256SUMS",
+                                                       "notes.txt", "stack_metadata.json"]
+
+
+# ----------------------------------------------------------------------------- one pipeline
+
+
+def test_write_options_are_the_keywords_of_every_writer(tmp_path) -> None:
+    from split_dataset.write import WriteOptions
+    from split_dataset.writer import write_array
+
+    opts = WriteOptions.from_keywords(compression="gzip", resolution=(2, 0.5), units=("s", "um"), fsync=False,
+                                      attrs={"fish": 1})
+    ds = write_array(np.arange(12, dtype="u2").reshape(6, 2), tmp_path / "a", (4,), opts)
+    ref = split_dataset.save(np.arange(12, dtype="u2").reshape(6, 2), tmp_path / "b", (4,), compression="gzip",
+                             resolution=(2, 0.5), units=("s", "um"), fsync=False, attrs={"fish": 1})
+    assert ds.metadata == ref.metadata
+    with pytest.raises(ValueError, match="resolution must have 2 entries"):
+        opts.replace(resolution=(1, 2, 3)).metadata((6, 2), "u2", None)
