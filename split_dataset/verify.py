@@ -83,7 +83,7 @@ def _unstored_chunks(handle: BlockHandle, shape: tuple[int, ...], stored: int, t
     if chunks is None:
         try:
             written = dset.id.get_offset() is not None
-        except Exception:  # noqa: BLE001 - pragma: no cover - compact layout and the like
+        except Exception:
             return None
         return None if written else "its array has no data stored (it would read as the fill value)"
     if stored >= total:
@@ -178,7 +178,7 @@ def verify(
         try:
             with SplitDataset(root, prefix) as ds:
                 reader_dtype = ds.dtype
-        except Exception as e:  # noqa: BLE001 - any exception opening it is reported, never swallowed
+        except Exception as e:
             culprit = getattr(e, "path", None)
             open_problem = Problem(
                 Path(culprit).name if culprit is not None else meta_file, "open",
@@ -201,7 +201,8 @@ def verify(
         )
     holder = live_writer(root)
     if holder is not None:
-        report.notes.append(f"a writer holds this dataset ({holder}, lock file {LOCK_FILENAME}): it may still be growing")
+        report.notes.append(
+            f"a writer holds this dataset ({holder}, lock file {LOCK_FILENAME}): it may still be growing")
     else:
         gone = writer_gone(root)
         if gone is not None:
@@ -229,7 +230,8 @@ def verify(
         if index not in present:
             listed = " (listed in SHA256SUMS)" if sums and name in sums else ""
             report.problems.append(
-                Problem(name, "missing", f"block {coords} is missing: the metadata describes it, the file is not there{listed}")
+                Problem(name, "missing",
+                        f"block {coords} is missing: the metadata describes it, the file is not there{listed}")
             )
         else:
             _check_block(root / name, index, coords, grid, meta, sums, report, found_dtypes, index in pending)
@@ -296,7 +298,7 @@ def _check_block(
     digest = pool().submit(sha256_file, path) if sums is not None and name in sums else None
     try:
         handle = open_block(path, coords, path.parent, meta.data_key, 1 << 20)
-    except Exception as e:  # noqa: BLE001 - anything that stops a block from opening makes it corrupt
+    except Exception as e:
         cause = e.__cause__ if isinstance(e, CorruptBlockError) and e.__cause__ is not None else e
         report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be opened: {_one_line(cause)}"))
     else:
@@ -318,8 +320,9 @@ def _check_block(
                 try:  # every chunk the file stores, validated and decoded; bounded by the file's size
                     stored, total = handle.check_chunks()
                     unstored = _unstored_chunks(handle, expected, stored, total)
-                except Exception as e:  # noqa: BLE001 - a block that does not decode is corrupt, whatever raised
-                    report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
+                except Exception as e:
+                    report.problems.append(
+                        Problem(name, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
                 else:
                     if unstored is not None:
                         report.problems.append(Problem(name, "corrupt", f"block {coords}: {unstored}"))

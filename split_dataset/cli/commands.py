@@ -36,7 +36,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"note: {n}")
     sums = _checksum_summary(report)
     if report.ok:
-        print(f"OK: {report.path}: all {report.n_blocks} blocks present, decoded and consistent with the metadata; {sums}")
+        print(f"OK: {report.path}: all {report.n_blocks} blocks present, decoded and consistent with the metadata; "
+              f"{sums}")
         return EXIT_OK
     print(f"DAMAGED: {report.path}: {len(report.problems)} problem(s) in {len(report.damaged_files)} file(s); {sums}")
     return EXIT_DAMAGED

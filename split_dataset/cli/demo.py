@@ -49,7 +49,8 @@ def _lightsheet(n_t: int, shape: tuple[int, int, int], seed: int = 0) -> Iterato
             gz = np.exp(-0.5 * ((z - cz) / sz) ** 2)
             gy = np.exp(-0.5 * ((y[y0:y1] - cy) / sxy) ** 2)
             gx = np.exp(-0.5 * ((x[x0:x1] - cx) / sxy) ** 2)
-            vol[:, y0:y1, x0:x1] += (amp[c] * (0.2 + activity[c])) * gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
+            spot = gz[:, None, None] * gy[None, :, None] * gx[None, None, :]
+            vol[:, y0:y1, x0:x1] += (amp[c] * (0.2 + activity[c])) * spot
         vol += rng.standard_normal(shape, dtype=np.float32) * 12  # camera noise
         yield np.clip(vol, 0, 65535).astype(np.uint16)
 

@@ -31,7 +31,7 @@ def _err(message: str) -> None:
 def _one_line(e: BaseException) -> str:
     try:
         text = " ".join(str(e).split())
-    except Exception:  # noqa: BLE001 - an exception whose str() fails (a huge int in its arguments, say)
+    except Exception:
         text = ""
     if len(text) > 2000:
         text = text[:1997] + "..."

@@ -96,13 +96,14 @@ def _codec(c: Any) -> str:
         filters = c.get("filters")
         if isinstance(filters, list) and filters:
             return ", ".join(str(f) for f in filters)
-    except Exception:  # noqa: BLE001, S110 - a codec description written by another tool: show it as it is
+    except Exception:
         pass
     return _dumps(c)[:200]
 
 
 def _wrap(text: str) -> str:
-    return textwrap.fill(text, break_on_hyphens=False, width=min(100, max(40, shutil.get_terminal_size((80, 24)).columns - 2)))
+    columns = shutil.get_terminal_size((80, 24)).columns
+    return textwrap.fill(text, break_on_hyphens=False, width=min(100, max(40, columns - 2)))
 
 
 
@@ -137,7 +138,8 @@ def format_info(d: dict[str, Any]) -> str:
     blocks = f"{_dims(d['shape_block'])}, {d['n_blocks']} file{'' if d['n_blocks'] == 1 else 's'}"
     if d["n_blocks_present"] != d["n_blocks"]:
         missing = d["missing_blocks"]
-        blocks += f" ({d['n_blocks_present']} present; missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
+        more = " ..." if len(missing) > 5 else ""
+        blocks += f" ({d['n_blocks_present']} present; missing: {', '.join(missing[:5])}{more})"
     rows.append(("blocks", blocks))
     if any(d.get("padding") or ()):
         rows.append(("padding", _dims(d["padding"]) + " (overlap between neighbouring blocks)"))
@@ -199,7 +201,8 @@ def _checksum_summary(report: VerifyReport) -> str:
             parts.append(f"{len(changed)} block{'s differ' if len(changed) > 1 else ' differs'} from "
                          f"{'their' if len(changed) > 1 else 'its'} SHA-256 in {CHECKSUM_FILENAME}")
         if unlisted:
-            parts.append(f"{len(unlisted)} block{'s have' if len(unlisted) > 1 else ' has'} no line in {CHECKSUM_FILENAME}")
+            parts.append(f"{len(unlisted)} block{'s have' if len(unlisted) > 1 else ' has'} no line in "
+                         f"{CHECKSUM_FILENAME}")
         if other:
             parts.append(f"{len(other)} problem{'s' if len(other) > 1 else ''} with {CHECKSUM_FILENAME} itself")
         return f"{n} checksum problem{'s' if n > 1 else ''}: {'; '.join(parts)}"

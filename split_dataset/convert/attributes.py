@@ -120,7 +120,8 @@ def _physical(attrs: dict[str, Any], ndim: int) -> dict[str, Any]:
     if isinstance(order, str) and len(order) == ndim:
         out["axis_order"] = attrs.pop("axis_order")
     interval = attrs.get("frame_interval")
-    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and math.isfinite(interval) and interval > 0:
+    if (isinstance(interval, (int, float)) and not isinstance(interval, bool) and math.isfinite(interval)
+            and interval > 0):
         out["frame_interval"] = float(attrs.pop("frame_interval"))
     size_um = attrs.get("element_size_um")
     if "resolution" not in out and isinstance(size_um, list) and 0 < len(size_um) <= ndim and _is_numbers(
@@ -163,7 +164,7 @@ def attrs_from(raw: Mapping[str, Any], ndim: int, *, hdf5: bool) -> tuple[dict[s
             continue
         try:
             j = _jsonable(v)
-        except Exception:  # noqa: BLE001 - an attribute h5py cannot even read is skipped, not fatal
+        except Exception:
             j = _SKIP
         if j is _SKIP:
             skipped.append(str(k))

@@ -130,18 +130,18 @@ def _write_hdf5(source: Source, dst: Spec, block: tuple[int | None, ...] | None,
         chunks, kwargs = None, {}
     attrs = h5_attrs(source)
     inner = dst.inner or "/stack"
-    with staged(dst.path, overwrite) as tmp:
-        with h5py.File(tmp, "x") as f:
-            d = f.create_dataset(inner, shape=shape, dtype=source.dtype, chunks=chunks, **kwargs)
-            for k, v in attrs.items():
-                d.attrs[k] = v
-            _copy_regions(source, d, chunks, progress)
+    with staged(dst.path, overwrite) as tmp, h5py.File(tmp, "x") as f:
+        d = f.create_dataset(inner, shape=shape, dtype=source.dtype, chunks=chunks, **kwargs)
+        for k, v in attrs.items():
+            d.attrs[k] = v
+        _copy_regions(source, d, chunks, progress)
 
 
 def _write_npy(source: Source, dst: Spec, block: tuple[int | None, ...] | None, compression: Any,
                overwrite: bool, progress: Progress | None) -> None:
     if block is not None:
-        raise ValueError("a .npy file has no blocks; a block shape applies to split dataset, HDF5 and zarr destinations")
+        raise ValueError("a .npy file has no blocks; a block shape applies to split dataset, HDF5 and zarr "
+                         "destinations")
     if compression is not None and Codec.parse(compression).name != "none":
         raise ValueError(f"a .npy file cannot be compressed; got compression {compression!r}")
     with staged(dst.path, overwrite) as tmp:

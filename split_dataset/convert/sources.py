@@ -229,7 +229,8 @@ def _open_zarr(spec: Spec) -> Source:
     if not hasattr(node, "shape"):
         names = _zarr_arrays(node)
         if spec.inner is not None or len(names) != 1:
-            what = f"{spec.inner!r} in {str(spec.path)!r} is a group" if spec.inner else f"{str(spec.path)!r} is a group"
+            where = f"{spec.inner!r} in {str(spec.path)!r}" if spec.inner else repr(str(spec.path))
+            what = f"{where} is a group"
             raise SourceError(f"{what} holding {len(names)} arrays; name one as {spec.path}:/path ({_listing(names)})")
         inner = names[0]
         node = zarr.open(store=str(spec.path), mode="r", path=inner.strip("/"))

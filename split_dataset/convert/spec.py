@@ -29,7 +29,8 @@ _ZARR_RE = re.compile(r"^(?P<file>.+?\.zarr)(?::(?P<inner>.*))?/?$", re.IGNORECA
 ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 #: Destination names that look like a format this package does not write.
 _UNSUPPORTED_SUFFIXES = frozenset(
-    [".tif", ".tiff", ".ome", ".n5", ".zip", ".npz", ".mat", ".nii", ".gz", ".json", ".txt", ".csv", ".png", ".jpg", ".jpeg", ".czi", ".nd2", ".lif", ".ims", ".klb"]
+    [".tif", ".tiff", ".ome", ".n5", ".zip", ".npz", ".mat", ".nii", ".gz", ".json", ".txt", ".csv", ".png", ".jpg",
+     ".jpeg", ".czi", ".nd2", ".lif", ".ims", ".klb"]
 )
 
 @dataclass(frozen=True)

@@ -73,7 +73,9 @@ def _commit(tmp: Path, dst: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, dst)  # fails if dst appeared meanwhile, where os.replace would clobber it
     except FileExistsError:
-        raise FileExistsError(f"{str(dst)!r} appeared while it was being written; the result is not moved there") from None
+        raise FileExistsError(
+            f"{str(dst)!r} appeared while it was being written; the result is not moved there"
+        ) from None
     except OSError:
         os.replace(tmp, dst)  # no hard links on this file system
     else:
