@@ -19,7 +19,7 @@ The writers built on it: :func:`split_dataset.writer.save`,
 
 from __future__ import annotations
 
-from .folder import claim_folder, is_temporary_name, lock_folder, prepare_folder, reuse_folder
+from .folder import claim_folder, is_empty_folder, is_temporary_name, lock_folder, prepare_folder, reuse_folder
 from .options import DEFAULT_COMPRESSION, WriteOptions, check_dtype, default_shape_block, like_metadata
 from .sink import BlockSink
 
@@ -35,4 +35,5 @@ __all__ = [
     "lock_folder",
     "reuse_folder",
     "is_temporary_name",
+    "is_empty_folder",
 ]

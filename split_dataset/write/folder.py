@@ -29,7 +29,7 @@ from ..locks import LOCK_FILENAME, WriterLock, refuse_if_written
 from ..metadata import Metadata
 from ..storage import CHECKSUM_FILENAME, METADATA_FILENAME, TMP_SUFFIX, read_json, scan_block_files
 
-__all__ = ["is_temporary_name", "prepare_folder", "claim_folder", "lock_folder", "reuse_folder"]
+__all__ = ["is_temporary_name", "is_empty_folder", "prepare_folder", "claim_folder", "lock_folder", "reuse_folder"]
 
 #: Names of our temporary files (``storage.atomic_path``): ``.<final name>.<12 hex>.tmp``.
 _TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX) + r"$")
@@ -62,6 +62,22 @@ def _others(root: Path, ignore: tuple[str, ...]) -> list[str]:
     """Names in `root` that make it hold something: all but `ignore` and our temporary files."""
     with os.scandir(root) as it:
         return [e.name for e in it if e.name not in ignore and not _is_our_temporary(root, e.name)]
+
+
+def is_empty_folder(path: Path, ignore: tuple[str, ...] = (LOCK_FILENAME,)) -> bool:
+    """Whether `path` is a folder holding nothing but `ignore` (the lock file) and our temporary files.
+
+    The emptiness rule of every writer (``convert`` checks its destination with it too).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp()); _ = (root / ".0001.h5.3f2a9c0d1e7b.tmp").write_text("")
+    >>> is_empty_folder(root)
+    True
+    """
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and not _others(path, ignore)
 
 
 def _n_blocks_claimed(meta_path: Path) -> int:
