@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .attrs import DatasetAttrs
+from .blocks import Blocks
 from .grid import BlockGrid
 from .metadata import Metadata
 from .storage import BlockHandle, block_name
@@ -192,16 +193,12 @@ class DatasetInfo:
 
     def slices(self, as_tuples: bool = False) -> Any:
         """Iterate ``(block_coords, slices)`` over the blocks, as the old ``Blocks.slices``."""
-        from .legacy import Blocks
-
         return Blocks(self.shape, shape_block=self.shape_block, padding=self.padding).slices(as_tuples=as_tuples)
 
     def __getattr__(self, name: str) -> Any:
         # the rest of the old Blocks API (block_starts, linear_to_cartesian, ...) on demand
         if name.startswith("_") or name in ("oindex",):
             raise AttributeError(name)
-        from .legacy import Blocks
-
         if hasattr(Blocks, name):
             blocks = Blocks(self.shape, shape_block=self.shape_block, padding=self.padding)
             return getattr(blocks, name)

@@ -18,7 +18,7 @@ The names below are the storage layer's interface to the rest of the package.
 
 from __future__ import annotations
 
-from .checksums import append_checksum, read_checksums, sha256_file, write_checksums
+from .checksums import read_checksums, sha256_file, write_checksums
 from .codecs import BLOSC_FILTER, ROW_BLOCKS, SHUFFLE_CODES, Codec
 from .files import (
     atomic_path,
@@ -53,7 +53,6 @@ __all__ = [
     "sha256_file",
     "read_checksums",
     "write_checksums",
-    "append_checksum",
     "Codec",
     "BLOSC_FILTER",
     "SHUFFLE_CODES",

@@ -11,7 +11,7 @@ from pathlib import Path
 from .files import open_regular, write_bytes_atomic
 from .layout import CHECKSUM_FILENAME
 
-__all__ = ["sha256_file", "read_checksums", "write_checksums", "append_checksum"]
+__all__ = ["sha256_file", "read_checksums", "write_checksums"]
 
 
 def sha256_file(path: Path) -> str:
@@ -58,12 +58,3 @@ def write_checksums(root: Path, sums: Mapping[str, str], *, fsync: bool = True) 
     """Replace ``SHA256SUMS`` atomically; ``sha256sum -c SHA256SUMS`` checks it."""
     text = "".join(f"{sums[name]}  {name}\n" for name in sorted(sums))
     write_bytes_atomic(Path(root) / CHECKSUM_FILENAME, text.encode(), fsync=fsync)
-
-
-def append_checksum(root: Path, name: str, digest: str, *, fsync: bool = True) -> None:
-    """Add one line to ``SHA256SUMS`` (for a block written for the first time)."""
-    with open(Path(root) / CHECKSUM_FILENAME, "a") as f:
-        f.write(f"{digest}  {name}\n")
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
