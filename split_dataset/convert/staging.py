@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..locks import refuse_if_written
-from ..storage import METADATA_FILENAME, scan_block_files
+from ..storage import METADATA_FILENAME, scan_block_files, temporary_name
 from .spec import ZARR_MARKERS
 
 __all__ = ["same_or_inside", "staged"]
@@ -106,7 +106,7 @@ def staged(dst: Path, overwrite: bool) -> Iterator[Path]:
         created.append(p)
         p = p.parent
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = temporary_name(dst)
     try:
         yield tmp
         _commit(tmp, dst, overwrite)

@@ -32,7 +32,15 @@ from .files import (
 )
 from .handles import BlockHandle, HandleCache, open_block
 from .hdf5 import default_chunks, find_data_key, write_block_atomic
-from .layout import CHECKSUM_FILENAME, METADATA_FILENAME, TMP_SUFFIX, block_name, scan_block_files
+from .layout import (
+    CHECKSUM_FILENAME,
+    METADATA_FILENAME,
+    TMP_SUFFIX,
+    block_name,
+    is_temporary_name,
+    scan_block_files,
+    temporary_name,
+)
 from .legacymeta import read_legacy_metadata
 from .threads import POOL_THREADS, pool, run_shared
 
@@ -40,6 +48,8 @@ __all__ = [
     "METADATA_FILENAME",
     "CHECKSUM_FILENAME",
     "TMP_SUFFIX",
+    "temporary_name",
+    "is_temporary_name",
     "block_name",
     "scan_block_files",
     "read_json",

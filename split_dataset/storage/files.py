@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import stat
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MetadataError, NotRegularFileError
-from .layout import TMP_SUFFIX
+from .layout import temporary_name
 
 __all__ = ["read_json", "write_json_atomic", "write_bytes_atomic", "atomic_path", "fsync_file", "fsync_dir",
            "regular_stat", "open_regular"]
@@ -81,7 +80,7 @@ def atomic_path(path: Path, *, fsync: bool = True) -> Iterator[Path]:
     error it is removed and `path` is untouched.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+    tmp = temporary_name(path)
     try:
         yield tmp
         if fsync:

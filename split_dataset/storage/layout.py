@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from pathlib import Path
 
-__all__ = ["METADATA_FILENAME", "CHECKSUM_FILENAME", "TMP_SUFFIX", "block_name", "scan_block_files"]
+__all__ = ["METADATA_FILENAME", "CHECKSUM_FILENAME", "TMP_SUFFIX", "block_name", "scan_block_files", "temporary_name",
+           "is_temporary_name"]
 
 METADATA_FILENAME = "stack_metadata.json"
 _BLOCK_RE = re.compile(r"^(?P<prefix>.*?)(?P<index>\d{4,})\.h5$")
@@ -42,3 +44,29 @@ def scan_block_files(root: Path) -> dict[str, dict[int, str]]:
                 continue
             found.setdefault(m["prefix"], {})[index] = entry.name
     return found
+
+
+#: Names of this package's temporary files: ``.<final name>.<12 hex>.tmp`` (docs/format.md §9).
+_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX) + r"$")
+
+
+def temporary_name(path: Path) -> Path:
+    """A new temporary name beside `path`, which no reader lists: ``.<name>.<12 hex>.tmp``.
+
+    Examples
+    --------
+    >>> is_temporary_name(temporary_name(Path("ds/0003.h5")).name)
+    True
+    """
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether `name` is one of this package's temporary file names (which readers ignore).
+
+    Examples
+    --------
+    >>> is_temporary_name(".0003.h5.9c1e0b7a4d22.tmp"), is_temporary_name("notes.tmp")
+    (True, False)
+    """
+    return _TMP_NAME.match(name) is not None

@@ -17,7 +17,6 @@ writer's folder is refused, and an existing folder is reused with a warning
 from __future__ import annotations
 
 import os
-import re
 import stat
 import warnings
 from collections.abc import Iterator
@@ -27,25 +26,12 @@ from pathlib import Path
 from ..grid import BlockGrid
 from ..locks import LOCK_FILENAME, WriterLock, refuse_if_written
 from ..metadata import Metadata
-from ..storage import CHECKSUM_FILENAME, METADATA_FILENAME, TMP_SUFFIX, read_json, scan_block_files
+from ..storage import CHECKSUM_FILENAME, METADATA_FILENAME, is_temporary_name, read_json, scan_block_files
 
 __all__ = ["is_temporary_name", "is_empty_folder", "prepare_folder", "claim_folder", "lock_folder", "reuse_folder"]
 
-#: Names of our temporary files (``storage.atomic_path``): ``.<final name>.<12 hex>.tmp``.
-_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX) + r"$")
 #: The lock's own temporary names belong to whoever is taking the lock right now: never removed.
 _LOCK_TMP_PREFIX = LOCK_FILENAME + "."
-
-
-def is_temporary_name(name: str) -> bool:
-    """Whether `name` is one of this package's temporary file names (which readers ignore).
-
-    Examples
-    --------
-    >>> is_temporary_name(".0003.h5.9c1e0b7a4d22.tmp"), is_temporary_name("notes.tmp")
-    (True, False)
-    """
-    return _TMP_NAME.match(name) is not None
 
 
 def _is_our_temporary(root: Path, name: str) -> bool:
