@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_fast
 
 import split_dataset
 import split_dataset.attrs as attrs_module
 from split_dataset.attrs import DatasetAttrs, to_json_value
 from split_dataset.errors import MetadataError, WriterLockedError
 from split_dataset.locks import LOCK_FILENAME
-
-from conftest import save_fast
 
 JSON = "stack_metadata.json"
 

@@ -63,7 +63,7 @@ def test_usage_errors_exit_2(capsys) -> None:
     assert code == 2 and "required: COMMAND" in err
     code, out, err = run(capsys, "frobnicate")
     assert code == 2 and "invalid choice: 'frobnicate'" in err
-    code, out, err = run(capsys, "convert", "only-one")
+    code, _out, err = run(capsys, "convert", "only-one")
     assert code == 2 and "required: DST" in err
 
 
@@ -128,7 +128,7 @@ def test_info_of_a_stopped_acquisition(tmp_path, capsys) -> None:
     d = info(tmp_path / "acq")
     assert d["complete"] is False and d["shape"] == [10, 3, 4]
     (tmp_path / "acq" / "0001.h5").unlink()
-    code, out, err = run(capsys, "info", tmp_path / "acq")
+    code, out, _err = run(capsys, "info", tmp_path / "acq")
     assert code == 0 and "complete    no" in out
     assert "shape       4 × 3 × 4 (zyx), uint16; the metadata describes 10 × 3 × 4" in out
     assert out.splitlines()[-1].startswith("warning") and "block files hold 4" in out
@@ -310,7 +310,7 @@ def test_ctrl_c_exits_130(tmp_path, capsys, monkeypatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(conv, "convert", interrupted)
-    code, out, err = run(capsys, "convert", make(tmp_path / "src"), tmp_path / "out")
+    code, _out, err = run(capsys, "convert", make(tmp_path / "src"), tmp_path / "out")
     assert code == 130 and err == "split-dataset: error: interrupted\n"
 
 
@@ -461,7 +461,7 @@ def test_info_json_of_attrs_that_are_a_mapping(tmp_path, capsys, monkeypatch) ->
     monkeypatch.setattr(ver, "info", lambda path: {**real(path), "attrs": DatasetAttrs(root)})
     code, out, err = run(capsys, "info", "--json", root)
     assert code == 0 and json.loads(out)["attrs"] == META["attrs"]
-    code, out, err = run(capsys, "info", root)
+    code, out, _err = run(capsys, "info", root)
     assert code == 0 and '"fish": "F0"' in out
 
 

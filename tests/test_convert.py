@@ -152,7 +152,7 @@ def test_ilastik_export_with_axistags(tmp_path, capsys) -> None:
     x = np.random.default_rng(4).random((12, 70, 66, 1), dtype=np.float32)
     tags = {"axes": [{"key": k, "typeFlags": 2, "resolution": 0, "description": ""} for k in "tyxc"]}
     spec = _to_h5(x, tmp_path / "project_export.h5", "exported_data", axistags=json.dumps(tags))
-    code, out, err = run(capsys, "convert", spec, tmp_path / "probs", "--shape-block", "10,64,64,1")
+    code, _out, err = run(capsys, "convert", spec, tmp_path / "probs", "--shape-block", "10,64,64,1")
     assert code == 0, err
     ds = SplitDataset(tmp_path / "probs")
     assert ds.axis_order == "tyxc" and ds.shape_block == (10, 64, 64, 1) and ds.n_blocks == 8
@@ -307,7 +307,7 @@ def test_export_vds_moves_with_the_folder(tmp_path, capsys, monkeypatch, case, o
     shutil.copytree(LEGACY_CASES[case], here / "DATASET")
     out = here / out_name
     out.parent.mkdir(exist_ok=True)
-    code, stdout, err = run(capsys, "export-vds", here / "DATASET", out)
+    code, _stdout, err = run(capsys, "export-vds", here / "DATASET", out)
     assert code == 0, err
     expected = np.load(LEGACY / f"{case}.expected.npy")
     shutil.move(str(here), str(tmp_path / "moved"))  # folder and file move together
@@ -350,7 +350,7 @@ def test_export_vds_with_missing_blocks(tmp_path, capsys) -> None:
     assert code == 1 and "0002.h5" in err and "--fill" in err
     assert err.count("\n") == 2 and "warning" in err.splitlines()[0]  # the reader's warning, then the error
     assert not (tmp_path / "ds.h5").exists()
-    code, out, err = run(capsys, "export-vds", root, tmp_path / "ds.h5", "--fill", "7")
+    code, _out, err = run(capsys, "export-vds", root, tmp_path / "ds.h5", "--fill", "7")
     assert code == 0
     expected = X.copy()
     expected[10:15] = 7

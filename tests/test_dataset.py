@@ -11,14 +11,13 @@ from pathlib import Path
 import hypothesis.extra.numpy as npst
 import numpy as np
 import pytest
+from conftest import LEGACY_CASES, save_fast
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_indexing import one_array_index
 
 import split_dataset
 from split_dataset import SplitDataset
-
-from conftest import LEGACY_CASES, save_fast
-from test_indexing import one_array_index
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,7 @@ def test_attributes(stack) -> None:
 
 
 def test_empty_selection_opens_no_file(stack) -> None:
-    arr, ds = stack
+    _arr, ds = stack
     ds.close()
     assert ds[3:3].shape == (0, 3, 17, 19)
     assert ds[:, :, []].shape == (23, 3, 0, 19)
@@ -113,7 +112,7 @@ def test_empty_selection_opens_no_file(stack) -> None:
 
 
 def test_reads_only_touched_blocks(stack) -> None:
-    arr, ds = stack
+    _arr, ds = stack
     ds.close()
     ds[7, 0, 0:3]
     assert len(ds._handles) == 1

@@ -21,11 +21,10 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
+from adversarial import chunkfuzz as cf
 
 import split_dataset
 from split_dataset.errors import CorruptBlockError, SplitDatasetError
-
-from adversarial import chunkfuzz as cf
 
 
 def _plan(ds: cf.Dataset, full: bool, flips: int, seed: int) -> list[dict]:
@@ -82,7 +81,7 @@ def test_codec_variants_header_damage_quick(tmp_path):
     datasets = [cf.build(tmp_path, codec, "noise") for codec in ("lz4-auto", "zstd")]
     failures: list[str] = []
     for ds in datasets:
-        chunk = [c for c in ds.chunks if not c.memcpyed][0]
+        chunk = next(c for c in ds.chunks if not c.memcpyed)
         cases = [c for c in cf.header_cases(ds, chunk, full=False)
                  if c["cls"] in ("header:typesize", "header:flags", "header:blocksize")]
         cases += cf.offset_cases(ds, chunk, full=False)

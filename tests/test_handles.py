@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from conftest import save_fast
 
 from split_dataset import SplitDataset
 from split_dataset.storage import HandleCache
-
-from conftest import save_fast
 
 
 class _Handle:
@@ -62,7 +61,7 @@ def test_close_and_refresh_under_threaded_reads(tmp_path) -> None:
                 np.testing.assert_array_equal(ds[t], x[t])
                 np.testing.assert_array_equal(ds[:, 1, 3:9, 5:13], x[:, 1, 3:9, 5:13])
                 np.testing.assert_array_equal(ds[::3, :, ::2], x[::3, :, ::2])
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]

@@ -14,19 +14,17 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import h5py
-import hdf5plugin  # noqa: F401
+import hdf5plugin
 import numpy as np
 import pytest
+from adversarial.hostile import cli, cli_ok, probe
 
 import split_dataset
 from split_dataset import SplitDatasetWriter
 from split_dataset.errors import NotASplitDatasetError, UnsafeDatasetError, WriterLockedError
-
-from adversarial.hostile import cli, cli_ok, probe
 
 X = np.arange(6 * 3 * 4 * 5, dtype=np.uint16).reshape(6, 3, 4, 5)
 OPS = ("open", "read:ds[:]", "read:ds[3]", "read:ds[:, 0, 0:2, 0:2]", "verify")
@@ -467,7 +465,7 @@ def test_export_vds_onto_the_dataset_through_a_symlink_is_refused(tmp_path):
     root = make(tmp_path / "ds")
     os.symlink(root / "0000.h5", tmp_path / "alias.h5")
     before = (root / "0000.h5").read_bytes()
-    code, out, err = cli("export-vds", str(root), str(tmp_path / "alias.h5"), "--overwrite")
+    _code, _out, _err = cli("export-vds", str(root), str(tmp_path / "alias.h5"), "--overwrite")
     assert (root / "0000.h5").read_bytes() == before
     assert np.array_equal(split_dataset.open(root)[:], X)
 

@@ -13,10 +13,10 @@ from typing import Any
 import hypothesis.extra.numpy as npst
 import numpy as np
 import pytest
+from conftest import save_fast
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import save_fast
 from split_dataset.errors import InvalidIndexError
 from split_dataset.grid import BlockGrid
 from split_dataset.indexing import Indexer

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 import split_dataset
 from split_dataset import SplitDataset, storage
-from split_dataset.storage import blosc as _blosc, reader, threads
 from split_dataset.errors import CorruptBlockError
-from split_dataset.storage import Codec
+from split_dataset.storage import Codec, reader, threads
+from split_dataset.storage import blosc as _blosc
 
 SHAPE = (12, 3, 32, 40)  # 2560-byte uint16 planes
 TINY = Codec("blosc", "lz4", 5, "byte", 256)  # 10 blosc blocks per plane
@@ -244,7 +244,7 @@ def test_corrupt_offset_table_raises_corrupt_block(tmp_path):
 
 
 def test_wrong_frame_header_raises_corrupt_block(tmp_path):
-    root, x = _damaged(tmp_path, 1, 4, struct.pack("<I", 12345))  # another uncompressed size
+    root, _x = _damaged(tmp_path, 1, 4, struct.pack("<I", 12345))  # another uncompressed size
     with SplitDataset(root) as ds:
         for sel in (np.s_[1, 0, 5:9, 3:7], np.s_[:, 0, 5:9, 3:7], np.s_[1, 0]):
             with pytest.raises(CorruptBlockError):

@@ -133,7 +133,7 @@ def test_bash_examples_run_on_what_the_python_examples_wrote(ran, capsys, monkey
                 continue
             if argv[0] == "demo":
                 argv = argv + ["--time-points", "4", "-q"]  # the same command, a shorter simulation
-            code, out, err = _main(capsys, *argv)
+            code, _out, err = _main(capsys, *argv)
             assert code == 0, f"README.md line {line}: split-dataset {' '.join(argv)}\n{err}"
             ran_any = True
     assert ran_any, "README.md's bash blocks no longer show info/verify on the examples' datasets"

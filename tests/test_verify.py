@@ -151,7 +151,7 @@ def test_a_block_of_another_dtype_is_not_decoded(tmp_path) -> None:
     with h5py.File(path / "0001.h5", "w") as f:
         f.create_dataset("stack_3D", data=X[4:8].astype("float64"))
     report = verify(path)
-    assert [p.kind for p in report.problems if p.file == "0001.h5"][0] == "mismatch"
+    assert next(p.kind for p in report.problems if p.file == "0001.h5") == "mismatch"
     assert report.n_checked == 2
 
 

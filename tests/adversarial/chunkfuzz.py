@@ -360,7 +360,7 @@ def run_cases(ds: Dataset, cases: list[dict], workdir: Path, batch_timeout: floa
         if died_in is None:  # died between cases (at start-up?): rerun each left one alone
             left = [c for c in todo if c["id"] not in done]
             for c in left:
-                r, d_in, d = _run_batch([c], workdir, single_timeout)
+                r, _d_in, d = _run_batch([c], workdir, single_timeout)
                 restore(ds)
                 outcomes.append(Outcome(c, r[0] if r else None, d))
             break

@@ -43,7 +43,7 @@ def main() -> None:
     errors: collections.Counter = collections.Counter()
     wrong: collections.Counter = collections.Counter()
     counts = collections.Counter()
-    T, Z, Y, X = want.shape
+    T, Z, Y, _X = want.shape
 
     def reader(seed: int) -> None:
         rng = random.Random(seed)
@@ -65,7 +65,7 @@ def main() -> None:
                     counts[kind] += 1
                     if not ok:
                         wrong[kind] += 1
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 with lock:
                     counts[kind] += 1
                     errors[f"{kind}: {_msg(e)}"] += 1
@@ -74,7 +74,7 @@ def main() -> None:
         while time.monotonic() < stop:
             try:
                 ds.refresh()
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 with lock:
                     errors[f"refresh: {_msg(e)}"] += 1
 
@@ -82,7 +82,7 @@ def main() -> None:
         while time.monotonic() < stop:
             try:
                 ds.close()
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 with lock:
                     errors[f"close: {_msg(e)}"] += 1
             time.sleep(0.0005)

@@ -62,11 +62,11 @@ def run_case(case: dict, arrays: dict) -> dict:
     original = _apply(case)
     try:
         for name, expr in case["reads"]:
-            want = eval(expr, {"ds": expected, "np": np})  # noqa: S307  (our own expressions)
+            want = eval(expr, {"ds": expected, "np": np})
             try:
                 ds = split_dataset.open(case["root"], cache_size=case.get("cache_size", 32))
                 try:
-                    got = eval(expr, {"ds": ds, "np": np})  # noqa: S307
+                    got = eval(expr, {"ds": ds, "np": np})
                     got = np.asarray(got)
                 finally:
                     ds.close()
@@ -75,7 +75,7 @@ def run_case(case: dict, arrays: dict) -> dict:
                 else:
                     bad = int(np.count_nonzero(got != want)) if got.shape == np.shape(want) else -1
                     outcome = f"wrong:{bad}"
-            except BaseException as e:  # noqa: BLE001  (classified, never re-raised)
+            except BaseException as e:
                 outcome = _classify_exc(e, block_name)
             result["reads"][name] = outcome
         if case.get("verify", True):
@@ -87,14 +87,14 @@ def run_case(case: dict, arrays: dict) -> dict:
                     result["verify"] = "flagged"
                 else:
                     result["verify"] = f"flagged-other:{report.damaged_files}"
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 result["verify"] = _classify_exc(e, block_name)
             err = io.StringIO()
             try:
                 with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                     code = cli_main(["verify", case["root"]])
                 result["cli"] = f"exit:{code}"
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 result["cli"] = f"other:{type(e).__name__}:{' '.join(str(e).split())[:200]}"
             if "Traceback" in err.getvalue():
                 result["cli"] += ":traceback"
