@@ -187,25 +187,27 @@ class SplitDataset(DatasetInfo):
         return lambda: open_block(self._path(index, prefix), grid.coords(index), self._root, key, _CHUNK_CACHE)
 
     def block(self, index: int) -> BlockHandle:
-        """The open block file `index` (C order over the block grid): its ``path``, array
-        ``name``, ``shape``, ``dtype``, ``chunks``, read ``mode`` and h5py dataset ``dset``,
-        for inspecting it. Read pixels through indexing; the handle may be closed by
-        :meth:`close` or :meth:`refresh` (reopen it with this method).
+        """Block file `index` (C order over the block grid), opened for the caller: its ``path``,
+        array ``name``, ``shape``, ``dtype``, ``chunks``, read ``mode``, h5py dataset ``dset``
+        and ``read(local, buf, out)``, validated like every read of this package. The caller
+        owns it: close it (or use ``with``); the dataset's own open files are not touched.
 
         Raises :class:`~split_dataset.errors.MissingBlockError` for a block not on disk.
 
         Examples
         --------
-        >>> b = ds.block(0)  # doctest: +SKIP
-        >>> b.path.name, b.shape, b.mode  # doctest: +SKIP
+        >>> with ds.block(0) as b:  # doctest: +SKIP
+        ...     b.path.name, b.shape, b.mode
         ('0000.h5', (20, 10, 256, 256), 'direct')
         """
         index = operator.index(index)
-        if not 0 <= index < self._grid.n_blocks:
-            raise IndexError(f"block {index} is out of range for {self._grid.n_blocks} blocks")
+        grid = self._grid
+        if not 0 <= index < grid.n_blocks:
+            raise IndexError(f"block {index} is out of range for {grid.n_blocks} blocks")
         if index not in self._present:
-            raise MissingBlockError(self._path(index), self._grid.coords(index))
-        return self._handle(index)
+            raise MissingBlockError(self._path(index), grid.coords(index))
+        handle: BlockHandle = self._opener(index, grid, self._prefix, self._key)()
+        return handle
 
     def _handle(self, index: int, grid: BlockGrid | None = None) -> BlockHandle:
         """Block `index`'s handle, for its shape and dtype only (reads use :meth:`_read_block`)."""

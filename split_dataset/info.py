@@ -90,11 +90,11 @@ def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str
         codec = meta.compression if isinstance(meta.compression, dict) else None
         chunks = list(meta.chunks) if meta.chunks is not None else None
         if (codec is None or chunks is None) and present:
-            dset = ds.block(present[0]).dset
-            if codec is None:
-                codec = block_codec(dset)
-            if chunks is None and dset.chunks is not None:
-                chunks = list(dset.chunks)
+            with ds.block(present[0]) as handle:
+                if codec is None:
+                    codec = block_codec(handle.dset)
+                if chunks is None and handle.chunks is not None:
+                    chunks = list(handle.chunks)
         try:
             claimed = list(Metadata.from_dict(ds.metadata).shape)
         except MetadataError:  # pragma: no cover - the dataset opened, so the metadata parses

@@ -291,4 +291,7 @@ def test_getitem_is_used_for_parts(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(reader_mod, "_LIB_GETITEM", counted)
     np.testing.assert_array_equal(_read(ds.block(0), SELECTIONS[2]), _expected(data, SELECTIONS[2]))
     assert n["getitem"] == SHAPE[0]  # one getitem per chunk, no whole-chunk decode
-    assert os.path.exists(ds.block(0).path)
+    with ds.block(0) as b:
+        assert os.path.exists(b.path)
+    ds.block(1 % ds.n_blocks).close()
+    np.testing.assert_array_equal(ds[0], data[0])  # closing a handle of block() never touches the dataset's

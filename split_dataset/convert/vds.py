@@ -110,17 +110,15 @@ def export_vds(
         for index, coords in enumerate(grid.iter_coords()):
             owned = tuple(slice(grid.block_start(a, c), grid.owned_stop(a, c)) for a, c in enumerate(coords))
             if index not in missing and all(s.stop > s.start for s in owned):
-                handle = ds.block(index)
+                with ds.block(index) as handle:
+                    shape, dtype, name = handle.shape, handle.dtype, handle.dset.name
                 need = tuple(s.stop - s.start for s in owned)
-                if handle.dtype != ds.dtype or len(handle.shape) != len(need) or any(
-                    h < n for h, n in zip(handle.shape, need)
-                ):
+                if dtype != ds.dtype or len(shape) != len(need) or any(h < n for h, n in zip(shape, need)):
                     raise BlockMismatchError(
                         f"block {coords} ({files[index].name}): expected at least {need} {ds.dtype}, "
-                        f"found {handle.shape} {handle.dtype}"
+                        f"found {shape} {dtype}"
                     )
-                source = h5py.VirtualSource(_relative(files[index], base), handle.dset.name,
-                                            shape=handle.shape, dtype=handle.dtype)
+                source = h5py.VirtualSource(_relative(files[index], base), name, shape=shape, dtype=dtype)
                 layout[owned] = source[tuple(slice(0, n) for n in need)]
             if progress is not None:
                 progress(index + 1, total)

@@ -189,6 +189,38 @@ def span(starts: tuple[int, ...], table: bytes | bytearray | memoryview, first: 
     return lo, starts[k] if k < len(starts) else cbytes
 
 
+_STREAM = struct.Struct("<i")
+
+
+def check_streams(frame: bytes | bytearray | memoryview, starts: tuple[int, ...], table: bytes | bytearray | memoryview,
+                  first: int, last: int, flags: int, typesize: int, blocksize: int, nbytes: int, cbytes: int) -> None:
+    """Validate that the compressed streams of blocks `first`..`last` end inside their blocks.
+
+    A block holds one stream per "split" (c-blosc 1.x decodes `typesize` splits unless the
+    frame's flag 0x10 says blocks are unsplit, the type is over 16 bytes, a split would be
+    under 128 bytes, or the block is the short last one), each an int32 length and that
+    many bytes. c-blosc reads each stream as long as its length says; a length past the
+    block's end would make a partial decode read bytes the caller did not fetch for this
+    frame. Raises :class:`BloscError`.
+    """
+    own = _offsets(last - first + 1).unpack_from(table, 16 + 4 * first)
+    nblocks = len(starts)
+    for k, start in zip(range(first, last + 1), own):
+        j = bisect.bisect_right(starts, start)
+        end = starts[j] if j < nblocks else cbytes
+        leftover = k == nblocks - 1 and nbytes % blocksize
+        size = nbytes % blocksize if leftover else blocksize
+        splits = typesize if not (flags & 0x10 or leftover) and typesize <= 16 and size // typesize >= 128 else 1
+        pos = start
+        for _ in range(splits):
+            if pos + 4 > end:
+                raise BloscError(f"blosc block {k} at byte {start} runs past its end ({end})")
+            n = _STREAM.unpack_from(frame, pos)[0]
+            pos += 4 + n
+            if n < 0 or pos > end:
+                raise BloscError(f"blosc block {k} at byte {start} runs past its end ({end})")
+
+
 @functools.lru_cache(maxsize=128)
 def _offsets(n: int) -> struct.Struct:
     """Unpacks `n` consecutive blosc block offsets (little-endian uint32)."""

@@ -45,7 +45,7 @@ def hdf5_index(dset: Any) -> Index:
     return index
 
 
-def check_index(index: Index, file_size: int, nbytes: int, trailer: int = 0) -> None:
+def check_index(index: Index, file_size: int, nbytes: int, trailer: int = 0, skipped_bit: int = 1) -> None:
     """Refuse (:class:`BloscError`) an index that would send reads anywhere: an entry without an
     address (an unwritten chunk has no entry at all), outside the file, larger than blosc
     ever stores a chunk of `nbytes`, or sharing bytes with another entry.
@@ -66,7 +66,7 @@ def check_index(index: Index, file_size: int, nbytes: int, trailer: int = 0) -> 
             what = "has no address"
         elif size < 0 or addr + size > file_size:
             what = f"lies at bytes {addr}..{addr + size}, past the end of the file ({file_size} bytes)"
-        elif size > (nbytes + trailer if mask & 1 else limit):
+        elif size > (nbytes + trailer if mask & skipped_bit else limit):
             what = f"has {size} bytes; a chunk of {nbytes} bytes is stored in at most {limit}"
         if what is not None:
             where = f"the chunk at {offset}" if offset is not None else "an entry"

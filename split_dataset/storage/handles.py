@@ -26,6 +26,12 @@ from .threads import run_shared
 __all__ = ["BlockHandle", "open_block", "HandleCache"]
 
 _SHUFFLE_FILTER, _FLETCHER32 = 2, 3  # HDF5's own filter ids
+#: HDF5's built-in filters (deflate, shuffle, fletcher32, szip, nbit, scaleoffset): HDF5 checks
+#: what it decodes. Plugin filters (hdf5plugin registers many: lz4, bitshuffle, zstd, ...) may
+#: trust the sizes a damaged chunk claims, so only blosc, validated here, is read among them.
+BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6})
+#: the largest chunk read: c-blosc's limit, and a bound a crafted chunk shape cannot pass
+MAX_CHUNK_BYTES = (1 << 31) - 17
 
 
 class BlockHandle:
@@ -61,6 +67,7 @@ class BlockHandle:
         "name",
         "path",
         "reader",
+        "refusal",
         "retired",
         "shape",
         "source",
@@ -81,37 +88,55 @@ class BlockHandle:
         self.mode = "hdf5"
         self.reader: ChunkReader | None = None
         self.source = source
+        self.refusal = ""  # why reads are refused (mode "refused")
         chunks = self.chunks
         if chunks is not None:
             plist = dset.id.get_create_plist()
             filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
             ids = [f[0] for f in filters]
-            if BLOSC_FILTER in ids:
+            nbytes = math.prod(chunks) * self.dtype.itemsize
+            block_bytes = math.prod(self.shape) * self.dtype.itemsize
+            if nbytes > MAX_CHUNK_BYTES or nbytes > max(64 * block_bytes, 4 << 20):
+                self._refuse(f"its chunks of {chunks} ({nbytes} bytes) are far larger than the array "
+                             f"{self.shape} itself or than any codec handles")
+            elif BLOSC_FILTER in ids:
                 k = ids.index(BLOSC_FILTER)
                 cd = tuple(filters[k][2])
-                nbytes = math.prod(chunks) * self.dtype.itemsize
                 trailer = 4 * len(ids[k + 1:])
                 if self.dtype.hasobject or not nbytes:
-                    self.mode = "refused"
+                    self._refuse("blosc over a dtype without fixed-size items")
                 elif ids == [BLOSC_FILTER] and _blosc.available():
                     self.mode = "direct"
                 elif set(ids[:k]) <= {_SHUFFLE_FILTER} and ids[k + 1:] in ([], [_FLETCHER32]):
                     self.mode = "checked"
                 else:
-                    self.mode = "refused"
+                    self._refuse(f"its HDF5 filters {ids} combine blosc with others in an order whose blosc "
+                                 "frames cannot be validated before decoding")
                 if self.mode != "refused":
                     if source is None:
                         source = self.source = LocalFile(self.path)
                     check = _blosc.FrameCheck(nbytes, self.dtype.itemsize, cd[5] if len(cd) > 5 else 1,
                                               cd[6] if len(cd) > 6 else 0)
                     self.reader = ChunkReader(source, lambda: hdf5_index(dset), chunks, self.dtype, check,
-                                              dset.fillvalue, trailer)
+                                              dset.fillvalue, trailer, skipped_bit=1 << k)
+            elif not set(ids) <= BUILTIN_FILTERS:
+                self._refuse(f"its HDF5 filters {ids} include a plugin filter other than blosc (32001), whose "
+                             "decoder could trust a damaged chunk's sizes")
         if self.reader is None and source is not None:  # h5py reads it all: no descriptor needed
             source.close()
             self.source = None
 
+    def _refuse(self, why: str) -> None:
+        self.mode, self.refusal = "refused", why
+
     def __iter__(self) -> Any:  # unpacks as (file, dataset)
         return iter((self.file, self.dset))
+
+    def __enter__(self) -> BlockHandle:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close the file (and the source of direct chunk reads). Idempotent."""
@@ -137,10 +162,7 @@ class BlockHandle:
             self.reader.read(local, buf, out)  # type: ignore[union-attr]
             return
         if mode == "refused":
-            raise BloscError(
-                "its HDF5 filters combine blosc with others in an order whose blosc frames cannot be "
-                "validated before decoding; refused"
-            )
+            raise BloscError(f"{self.refusal}; refused")
         if mode == "checked":
             self.reader._validate_region(local)  # type: ignore[union-attr]
         if sum(type(s) is not slice for s in local) <= 1:
@@ -171,8 +193,7 @@ class BlockHandle:
             return (1, 1) if math.prod(self.shape) else (0, 0)
         total = math.prod(-(-n // c) for n, c in zip(self.shape, self.chunks))
         if self.mode == "refused":
-            self.read(tuple(slice(0, 1, 1) for _ in self.shape), np.empty((1,) * len(self.shape), self.dtype),
-                      tuple(slice(None) for _ in self.shape))  # raises, saying why
+            raise BloscError(f"{self.refusal}; refused")
         if self.reader is None:
             offsets: list[tuple[int, ...]] = []
             self.dset.id.chunk_iter(lambda c: offsets.append(c.chunk_offset))
@@ -213,22 +234,26 @@ def open_block(
         if not path.exists():
             raise MissingBlockError(path, block) from e
         raise CorruptBlockError(path, block, str(e)) from e
+    source = LocalFile(path, fd)  # the one owner of `fd` from here on
     try:
         try:
             name = find_data_key(f, key)
+            dset = f[name]
         except KeyError as e:
             raise CorruptBlockError(path, block, e.args[0]) from None
-        dset = f[name]
         if dset.is_virtual or dset.external:
             what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
             raise UnsafeDatasetError(
                 f"{str(path)!r}: {name!r} is {what}; a block file must hold its own array (refused, "
                 "as its sources could lie outside the dataset folder)"
             )
-        return BlockHandle(f, dset, LocalFile(path, fd))
+        try:
+            return BlockHandle(f, dset, source)
+        except (TypeError, ValueError, KeyError) as e:  # h5py cannot map the array's type, ...
+            raise CorruptBlockError(path, block, f"its array cannot be read: {e}") from e
     except BaseException:
         f.close()
-        os.close(fd)
+        source.close()
         raise
 
 

@@ -15,10 +15,17 @@ from .hdf5 import open_readonly
 __all__ = ["read_legacy_metadata"]
 
 
-def _parse_fl_node(node: h5py.Group | h5py.Dataset, depth: int = 0) -> Any:
-    """A flammkuchen value as plain Python: dicts, tuples, lists, numbers. Never unpickles."""
-    if depth > 8:
-        raise MetadataError("legacy metadata nests too deeply")
+#: at most this many groups and datasets are visited (hard links can make a small file a huge tree)
+_MAX_NODES = 2000
+
+
+def _parse_fl_node(node: h5py.Group | h5py.Dataset, depth: int = 0, budget: list[int] | None = None) -> Any:
+    """A flammkuchen value as plain Python: dicts, tuples, lists, numbers. Never unpickles, never
+    follows a soft or external link, visits at most ``_MAX_NODES`` nodes."""
+    budget = [_MAX_NODES] if budget is None else budget
+    budget[0] -= 1
+    if depth > 8 or budget[0] < 0:
+        raise MetadataError("legacy metadata nests too deeply or holds too many values")
     if isinstance(node, h5py.Dataset):
         if node.dtype.kind not in "biuf" or node.size > 1024 or node.is_virtual or node.external:
             return None  # pickled objects and anything unexpected are ignored, not loaded
@@ -28,7 +35,7 @@ def _parse_fl_node(node: h5py.Group | h5py.Dataset, depth: int = 0) -> Any:
         else:  # blosc: decoded by the validating reader, never by HDF5's filter on trust
             value = np.empty(node.shape, node.dtype)
             try:
-                handle.read(tuple(slice(0, n, 1) for n in node.shape), value, tuple(slice(None) for _ in node.shape))
+                handle.read(tuple(slice(0, n, 1) for n in node.shape), value, tuple(slice(0, n) for n in node.shape))
             except (OSError, ValueError, RuntimeError) as e:
                 raise MetadataError(f"legacy metadata value {node.name!r} cannot be decoded: {e}") from e
         return value.tolist() if value.ndim else value.item()
@@ -44,14 +51,16 @@ def _parse_fl_node(node: h5py.Group | h5py.Dataset, depth: int = 0) -> Any:
         return v
 
     if kind in ("tuple", "list"):
-        n = int(title.split(":")[1]) if ":" in title else 0
+        count = title.split(":")[1] if ":" in title else "0"
+        if not count.isdigit():
+            raise MetadataError(f"legacy metadata group {node.name!r} has the title {title!r}, not '{kind}:<length>'")
         items = []
-        for i in range(min(n, 64)):
+        for i in range(min(int(count), 64)):
             key = f"i{i}"
             if key in node.attrs:
                 items.append(attr(node.attrs[key]))
-            elif key in node:
-                items.append(_parse_fl_node(node[key], depth + 1))
+            elif isinstance(node.get(key, getlink=True), h5py.HardLink):
+                items.append(_parse_fl_node(node[key], depth + 1, budget))
             else:
                 items.append(None)
         return tuple(items) if kind == "tuple" else items
@@ -62,7 +71,7 @@ def _parse_fl_node(node: h5py.Group | h5py.Dataset, depth: int = 0) -> Any:
     for k in node:
         link = node.get(k, getlink=True)
         if isinstance(link, h5py.HardLink):
-            out[k] = _parse_fl_node(node[k], depth + 1)
+            out[k] = _parse_fl_node(node[k], depth + 1, budget)
     return out
 
 
@@ -76,7 +85,10 @@ def read_legacy_metadata(path: Path) -> dict[str, Any]:
                     f"{str(path.parent)!r} is not a split dataset: it has no stack_metadata.json, and its last "
                     f"block {path.name!r} has no legacy 'stack_metadata' group either (an interrupted write?)"
                 )
-            parsed = _parse_fl_node(f["stack_metadata"])
+            try:
+                parsed = _parse_fl_node(f["stack_metadata"])
+            except MetadataError as e:
+                raise MetadataError(f"{str(path)!r}: {e}") from e
     except OSError as e:
         raise MetadataError(
             f"{str(path.parent)!r} is not a split dataset: it has no stack_metadata.json, and its last "

@@ -95,9 +95,11 @@ class ChunkReader:
         "_check",
         "_fill",
         "_index",
+        "_itemwise",
         "_loader",
         "_nblocks",
         "_nbytes",
+        "_skipped",
         "_strides",
         "_trailer",
         "chunks",
@@ -106,7 +108,8 @@ class ChunkReader:
     )
 
     def __init__(self, source: ByteSource, load_index: Callable[[], Index], chunks: tuple[int, ...],
-                 dtype: np.dtype, check: _blosc.FrameCheck, fill: Any = 0, trailer: int = 0) -> None:
+                 dtype: np.dtype, check: _blosc.FrameCheck, fill: Any = 0, trailer: int = 0,
+                 skipped_bit: int = 1) -> None:
         self.source = source
         self.chunks = chunks
         self.dtype = dtype
@@ -114,6 +117,9 @@ class ChunkReader:
         self._check: _blosc.FrameCheck | None = check
         self._fill = fill
         self._trailer = trailer
+        self._skipped = skipped_bit  # the filter-mask bit that says blosc was skipped for a chunk
+        # blosc_getitem counts in the frame's type size, which is 1 for items over 255 bytes
+        self._itemwise = check.typesize == dtype.itemsize
         self._index: Index | None = None
         self._strides = tuple(math.prod(chunks[k + 1:]) for k in range(len(chunks)))  # C strides, in items
         self._bstrides = tuple(st * dtype.itemsize for st in self._strides)  # the same in bytes
@@ -123,7 +129,7 @@ class ChunkReader:
     def load_index(self) -> Index:
         """The chunk index, loaded and validated once (:func:`~split_dataset.storage.chunkindex.check_index`)."""
         index = self._loader()
-        check_index(index, self.source.size(), self._nbytes, self._trailer)
+        check_index(index, self.source.size(), self._nbytes, self._trailer, self._skipped)
         self._index = index
         return index
 
@@ -212,7 +218,7 @@ class ChunkReader:
         assert check is not None
         for offset in itertools.product(*ranges):
             entry = index.get(offset)
-            if entry is None or entry[2] & 1:
+            if entry is None or entry[2] & self._skipped:  # unwritten, or blosc skipped: HDF5 decodes the rest
                 continue
             addr, size, _ = entry
             if size > nbytes + 16 + self._trailer:
@@ -287,7 +293,7 @@ class ChunkReader:
         """Whether decoding `span` bytes of each chunk from its own blosc blocks decodes less
         than half of what whole chunks would (judged from the first chunk's header)."""
         nbytes = self._nbytes
-        if 2 * span > nbytes:
+        if 2 * span > nbytes or not self._itemwise:
             return False
         if not self._nblocks:
             entry = self._index.get(tuple(j.chunk for j in job)) if self._index else None
@@ -371,7 +377,9 @@ class ChunkReader:
             return list(range(len(entries)))
         table = 16 + 4 * nblocks
         _, view, _, _, base, _ = part_buffers(nbytes, self.dtype)
-        getitem, header, offsets, span = _LIB_GETITEM, check.header, check.offsets, _blosc.span
+        getitem, header, offsets, span, streams = (_LIB_GETITEM, check.header, check.offsets, _blosc.span,
+                                                   _blosc.check_streams)
+        typesize = check.typesize
         n = hi - lo
         left: list[int] = []
         blocksize = first = last = 0
@@ -383,7 +391,7 @@ class ChunkReader:
             if pread(view[:table], addr) != table:
                 left.append(i)
                 continue
-            _flags, bsize, nb = header(view, size)  # raises on anything c-blosc must not see
+            flags, bsize, nb = header(view, size)  # raises on anything c-blosc must not see
             if nb != nblocks:
                 left.append(i)  # stored as is, or another block size: the careful path
                 continue
@@ -393,6 +401,7 @@ class ChunkReader:
             a, b = span(starts, view, first, last, size)
             if pread(view[a:b], addr + a) != b - a:
                 raise BloscError(f"the chunk at byte {addr} is cut short (a truncated file?)")
+            streams(view, starts, view, first, last, flags, typesize, bsize, nbytes, size)
             if getitem(base, lo, n, dest + i * row) != n * itemsize:
                 raise BloscError(f"blosc could not decode items {lo}..{hi} of the chunk at byte {addr}")
         return left
@@ -401,7 +410,7 @@ class ChunkReader:
         """Decode items ``lo..hi`` (C order) of the chunk at index `entry` into `target`, which
         receives them at the chunk's strides from `lo`; False, having done nothing, when
         :meth:`_items_into` cannot or it would not pay (half the chunk or more)."""
-        if 2 * (hi - lo) * self.dtype.itemsize > self._nbytes:
+        if 2 * (hi - lo) * self.dtype.itemsize > self._nbytes or not self._itemwise:
             return False
         items, view, _, ptr = part_buffers(self._nbytes, self.dtype)[2:]
         if not self._items_into(entry, lo, hi, view, ptr):
@@ -433,7 +442,7 @@ class ChunkReader:
             raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
         have = min(size, 16 + 4 * self._nblocks)
         src.read_exactly(view[:have], addr)
-        _, blocksize, nblocks = check.header(view, size)
+        flags, blocksize, nblocks = check.header(view, size)
         if not nblocks:  # stored as is, after the header
             src.read_exactly(dest[: n * itemsize], addr + 16 + lo * itemsize)
             return True
@@ -444,8 +453,10 @@ class ChunkReader:
         if have < table:
             src.read_exactly(view[have:table], addr + have)
         starts = check.offsets(view, nblocks, size)
-        a, b = _blosc.span(starts, view, lo * itemsize // blocksize, (hi * itemsize - 1) // blocksize, size)
+        first, last = lo * itemsize // blocksize, (hi * itemsize - 1) // blocksize
+        a, b = _blosc.span(starts, view, first, last, size)
         src.read_exactly(view[a:b], addr + a)
+        _blosc.check_streams(view, starts, view, first, last, flags, check.typesize, blocksize, nbytes, size)
         _blosc.getitem_ptr(frame_ptr, lo, n, dest_ptr, itemsize)
         return True
 
