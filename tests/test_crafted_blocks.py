@@ -7,6 +7,7 @@ fails the test instead of killing the run.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import struct
@@ -198,7 +199,7 @@ def test_legacy_metadata_with_many_hard_links_is_bounded(tmp_path) -> None:
         levels = [f.create_group("stack_metadata")] + [f.create_group(f"hidden/g{i}") for i in range(1, 9)]
         levels[0].attrs["shape_full"] = (2, 4, 4)
         levels[0].attrs["shape_block"] = (2, 4, 4)
-        for a, b in zip(levels, levels[1:]):
+        for a, b in itertools.pairwise(levels):
             for i in range(4):
                 a[f"c{i}"] = b  # 4**8 paths through 9 groups
     t0 = time.perf_counter()
