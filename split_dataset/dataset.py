@@ -95,18 +95,20 @@ class SplitDataset(DatasetInfo):
         _, raw, meta = read_metadata(root, present)
         claimed = BlockGrid(meta.shape, meta.shape_block, meta.padding)
         self._loading = (prefix, frozenset(present), meta.data_key, meta.dtype)
-        shape = self._reconcile(claimed, meta)
-        grid = claimed if shape == meta.shape else claimed.with_shape(shape)
-        prefix, present_set, key, dtype = self._loading
-        missing = [i for i in range(grid.n_blocks) if i not in present_set]
-        if dtype is None:
-            inside = [i for i in present_set if i < grid.n_blocks]
-            if not inside:
-                raise MetadataError(
-                    f"{str(root)!r}: the metadata records no dtype and there is no block to read it from"
-                )
-            dtype = self._handle(max(inside), grid).dtype
-        del self._loading
+        try:
+            shape = self._reconcile(claimed, meta)
+            grid = claimed if shape == meta.shape else claimed.with_shape(shape)
+            prefix, present_set, key, dtype = self._loading
+            missing = [i for i in range(grid.n_blocks) if i not in present_set]
+            if dtype is None:
+                inside = [i for i in present_set if i < grid.n_blocks]
+                if not inside:
+                    raise MetadataError(
+                        f"{str(root)!r}: the metadata records no dtype and there is no block to read it from"
+                    )
+                dtype = self._handle(max(inside), grid).dtype
+        finally:  # a failed refresh() leaves the state it had
+            del self._loading
         self._raw = raw
         self._prefix = prefix
         self._present = present_set

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import BloscError
+from ..selection import as_slice as _as_slice
 from . import blosc as _blosc
 from .chunkindex import Index, check_index
 from .source import ByteSource
@@ -54,16 +55,6 @@ def _outer(sels: tuple[Any, ...]) -> tuple[Any, ...]:
     if sum(type(s) is not slice for s in sels) <= 1:
         return sels
     return np.ix_(*(np.arange(s.start, s.stop, s.step) if type(s) is slice else s for s in sels))
-
-
-def _as_slice(idx: np.ndarray) -> Any:
-    """Sorted unique indices as a slice when evenly spaced, else as they are."""
-    if len(idx) == 1:
-        return slice(int(idx[0]), int(idx[0]) + 1, 1)
-    d = np.diff(idx)
-    if np.all(d == d[0]):
-        return slice(int(idx[0]), int(idx[-1]) + 1, int(d[0]))
-    return idx
 
 
 class ChunkReader:
