@@ -1,4 +1,4 @@
-"""Machine facts for the report: allocator tuning, page-cache residency (mincore), CPUs, RAM."""
+"""Machine facts for the report: malloc environment, page-cache residency (mincore), CPUs, RAM."""
 
 from __future__ import annotations
 
@@ -21,17 +21,13 @@ def _get_libc() -> Any:
     return _libc
 
 
-def tune_malloc() -> bool:
-    """Keep freed memory in this process (glibc): big blocks not mmap'ed, heap never trimmed.
+#: environment variables that tune glibc malloc; the benchmarks run without them
+MALLOC_ENV_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES")
 
-    Without it every large result array is fresh memory the VM must fault in again.
-    """
-    try:
-        libc = _get_libc()
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30 * 64))
+
+def malloc_env() -> dict[str, str]:
+    """The malloc-tuning variables set in this process's environment (none in a measured run)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(MALLOC_ENV_PREFIXES)}
 
 
 def _resident_pages(path: Path) -> tuple[int, int]:

@@ -78,7 +78,8 @@ def ensure_env(env_dir: Path = DEFAULT_ENV_DIR, base_python: str | None = None, 
 def run_worker(python: Path, job: dict[str, Any], job_file: Path, timeout: float = 3600) -> dict[str, Any]:
     """Run ``old_worker.py`` on `job` (written to `job_file`) and return its JSON answer."""
     job_file.write_text(json.dumps(job))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    # no PYTHON* (the old package must not see the new one) and glibc malloc at its defaults
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MALLOC_", "GLIBC_TUNABLES"))}
     proc = subprocess.run(
         [str(python), "-I", str(WORKER), str(job_file)],
         capture_output=True,

@@ -1,21 +1,27 @@
-"""Benchmark split_dataset 1.x against its peers in one run and print time ratios.
+"""Benchmark split_dataset 1.x against its peers in one run: warm and cold reads, writes.
 
     python benchmarks/run.py [--quick] [--out DIR] [--reps N] [--workdir DIR] [--keep]
+                             [--data struct,noise] [--skip-old] [--no-zarr]
 
-Peers: the old ``split-dataset==0.4.4`` (in its own NumPy<2 env, see ``oldenv.py``), raw
-h5py on the same block files, one chunked HDF5 file with the same codec, and zarr v3.
-Every number is the median of several repetitions, each at a different position; the
-ratio is (peer time) / (new package time), so above 1 means the new package is faster.
-Results go to ``<out>/<timestamp>.json`` and a chart to ``<out>/<timestamp>.png``.
+Peers, all timed in the same run with the same positions: the old ``split-dataset==0.4.4``
+(in its own NumPy 1.26 env, see ``oldenv.py``), raw h5py on the same block files, one chunked
+HDF5 file with the same codec, and zarr v3 (plain and one shard per block).
+
+Two kinds of data, each written by 1.x ``save()`` defaults and by 0.4.4: ``struct`` (smooth
+blobs + drift + shot noise) and ``noise`` (a dark camera: Poisson(2) counts on an offset of
+100). Warm = every block touched once by the reader before the timing; cold = the first read
+of a block the reader has not touched (see README.md). glibc malloc runs at its defaults: no
+mallopt, and the MALLOC_* / GLIBC_TUNABLES variables are removed before anything is measured.
+
+Every number is a median over repetitions at different positions; ratios are
+``1.x time / peer time`` (below 1: 1.x is faster). Results go to ``<out>/<timestamp>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import json
-import math
 import os
 import shutil
 import statistics
@@ -40,37 +46,59 @@ from peers import Index
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-FULL_SHAPE = (200, 10, 256, 256)
-QUICK_SHAPE = (40, 10, 256, 256)  # blocks stay bigger than HDF5's 8 MiB default chunk cache
+FULL_SHAPE = (100, 10, 256, 256)  # 131 MB per data kind; --shape 200,10,256,256 for the 262 MB case
+QUICK_SHAPE = (40, 10, 256, 256)
 BLOCK_T = 20  # frames per block file, as the old save_to_split_dataset(block_size=(20, None, ...))
+MANY_SHAPE = (1000, 128, 128)  # the many-blocks dataset: 500 blocks of 2 frames, 33 MB raw
+MANY_BLOCK_T = 2
 N_FRAMES = 100
 TRACE = 8
 NOISY = 1.5  # flag cells whose repetitions spread more than this factor
 
-# (key, column label, meaning). "new" is the reference every ratio divides by.
+# (key, short column label, meaning)
 SYSTEMS: list[tuple[str, str, str]] = [
-    ("new", "new", "split_dataset 1.x on files written by its save() defaults"),
-    ("new@old", "new@oldfiles", "split_dataset 1.x on the files written by 0.4.4"),
-    ("new-nofsync", "new nofsync", "split_dataset 1.x save(..., fsync=False) (write only)"),
-    ("old", "old 0.4.4", "split-dataset 0.4.4 (NumPy 1.26 env, subprocess) on its own files"),
-    ("old@new", "old@newfiles", "split-dataset 0.4.4 on the files written by 1.x"),
-    ("h5py", "h5py blocks", "raw h5py, all block files opened before the timing, read_direct per block (1.x files)"),
-    ("h5py@old", "h5py@oldfiles", "raw h5py on the files written by 0.4.4"),
-    ("h5py-1file", "h5py 1 file", "one chunked HDF5 dataset, same codec and chunks as 1.x"),
-    ("zarr", "zarr v3", "zarr v3 array, same chunks, BloscCodec with the same settings"),
-    ("zarr-shard", "zarr v3 sharded", "zarr v3, one shard per block (T=20), inner chunks and codec as 1.x"),
+    ("new", "1.x", "split_dataset 1.x on files written by 1.x save() defaults"),
+    ("new@old", "1.x@old", "split_dataset 1.x on the files written by 0.4.4 (blosclz level 9)"),
+    ("old", "0.4.4", "split-dataset 0.4.4 (NumPy 1.26 env, subprocess) on its own files"),
+    ("old@new", "0.4.4@new", "split-dataset 0.4.4 on the files written by 1.x"),
+    ("h5py", "h5py", "raw h5py on the 1.x files (warm: all block files open; cold: open+read+close)"),
+    ("h5py@old", "h5py@old", "raw h5py on the 0.4.4 files (same)"),
+    ("h5py-1file", "h5py 1f", "one chunked HDF5 dataset, codec and chunks as the 1.x files"),
+    ("zarr", "zarr", "zarr v3 array, same chunks, BloscCodec with the 1.x settings"),
+    ("zarr-shard", "zarr shd", "zarr v3, one shard per block, inner chunks and codec as 1.x"),
 ]
 LABELS = {k: label for k, label, _ in SYSTEMS}
+# (column label, numerator, denominator): 1.x time / peer time
+RATIOS: list[tuple[str, str, str, str]] = [
+    ("1.x/h5py", "new", "h5py", "1.x / raw h5py, both on the 1.x files"),
+    ("1.x/h5py@old", "new@old", "h5py@old", "1.x / raw h5py, both on the 0.4.4 files"),
+    ("1.x/0.4.4", "new", "old", "1.x on its files / 0.4.4 on its files (what upgrading changes)"),
+    ("1.x/0.4.4 same", "new@old", "old", "1.x / 0.4.4, both on the 0.4.4 files"),
+]
+WRITERS: list[tuple[str, str]] = [
+    ("new", "1.x save() defaults (fsync=True)"),
+    ("new-nofsync", "1.x save(..., fsync=False)"),
+    ("old", "0.4.4 save_to_split_dataset(block_size=(20, None, ...))"),
+    ("h5py", "raw h5py, one file per block, 1.x codec and chunks"),
+    ("h5py-1file", "one chunked HDF5 file, 1.x codec"),
+    ("zarr", "zarr v3, 1.x codec and chunks"),
+    ("zarr-shard", "zarr v3, one shard per block"),
+]
 
 
 @dataclass
 class Pattern:
-    """One access pattern: per repetition a list of indices, timed together."""
+    """One access pattern. mode: "warm" (fresh reader, every block touched, then the timed
+    indices together), "fresh" (fresh reader, untimed open, first read timed), "open" (open +
+    first read + close timed), "one" (one reader for all repetitions, each first read timed).
+    reps[0] is the untimed, checked warm-up."""
 
     name: str
     code: str
-    reps: list[list[Index]]  # reps[0] is the untimed warm-up
-    nbytes: int  # bytes returned by one repetition
+    mode: str
+    reps: list[list[Index]]
+    nbytes: int
+    layout: str = "main"  # "main" or "many" (the 500-block dataset)
 
 
 @dataclass
@@ -86,7 +114,7 @@ class Result:
 # ---------------------------------------------------------------------------- inputs
 
 
-def make_data(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+def make_struct(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """Microscopy-like uint16 stack: smooth blobs on an offset, slow drift, shot noise."""
     rng = np.random.default_rng(seed)
     nt, nz, ny, nx = shape
@@ -109,129 +137,119 @@ def make_data(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return out
 
 
-def make_patterns(shape: tuple[int, ...], reps: int, seed: int = 1) -> list[Pattern]:
-    """Index lists per repetition; consecutive repetitions hit different blocks/planes."""
+def make_noise(shape: tuple[int, ...], seed: int = 2) -> np.ndarray:
+    """A dark camera: ``rng.poisson(2.0) + 100`` per pixel (offset 100, a few counts of dark
+    current / read noise), independent pixels, so blosc finds little to compress (~3 bits of
+    entropy per 16-bit pixel)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(shape, np.uint16)
+    for t in range(shape[0]):
+        out[t] = rng.poisson(2.0, shape[1:]) + 100
+    return out
+
+
+MAKERS = {"struct": make_struct, "noise": make_noise}
+
+
+def _half(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Sorted random half of range(n)."""
+    return np.sort(rng.choice(n, n // 2, replace=False))
+
+
+def _mask(rng: np.random.Generator, n: int) -> np.ndarray:
+    m = np.zeros(n, bool)
+    m[_half(rng, n)] = True
+    return m
+
+
+def touch_indices(shape: tuple[int, ...], block_t: int) -> list[Index]:
+    """One tiny read in every block (its last frame, first pixel): makes a reader warm."""
+    nt = shape[0]
+    corner = tuple(slice(0, 1) for _ in shape[2:])
+    return [(min(nt, (b + 1) * block_t) - 1, 0, *corner) for b in range(-(-nt // block_t))]
+
+
+def cold_frames(nt: int, block_t: int, n: int, rng: np.random.Generator) -> list[int]:
+    """`n` frames, each in a different block (cycling if there are fewer), never in the last
+    block (a reader may open the last block to read metadata)."""
+    nblocks = max(1, -(-nt // block_t) - 1)
+    order = [int(b) for b in rng.permutation(nblocks)]
+    blocks = [order[k % nblocks] for k in range(n)]
+    return [b * block_t + int(rng.integers(block_t)) for b in blocks]
+
+
+def make_patterns(shape: tuple[int, ...], reps: int, cold_reps: int, many_n: int, seed: int = 1) -> list[Pattern]:
+    """Index lists per repetition; rep 0 is the warm-up. Positions change every repetition."""
     rng = np.random.default_rng(seed)
     nt, nz, ny, nx = shape
-    n = reps + 1  # + warm-up
-    itemsize = 2
-    n_tblocks = -(-nt // BLOCK_T)
-    block_order = rng.permutation(n_tblocks)
-    ts: list[int] = []  # timed volumes: one t-block after another
-    for k in range(reps):
-        b = int(block_order[k % n_tblocks])
-        t = b * BLOCK_T + int(rng.integers(min(BLOCK_T, nt - b * BLOCK_T)))
-        while t in ts and len(ts) < nt:
-            t = int(rng.integers(nt))
-        ts.append(t)
-    # the volume warm-up reads one other frame in every block, so lazily opened files are open
-    warm = [next(t for t in range(b * BLOCK_T, min(nt, (b + 1) * BLOCK_T)) if t not in ts) for b in range(n_tblocks)]
-    volume: list[list[Index]] = [[(t,) for t in warm]]
-    volume += [[(t,)] for t in ts]
+    n = reps + 1
+    item = 2
+
+    def nbytes(index: Index, shp: tuple[int, ...] = shape) -> int:
+        return int(np.prod(peers.result_shape(index, shp))) * item
+
+    ts = [int(t) for t in rng.integers(0, nt, n)]
     zs = [int(z) for z in np.resize(rng.permutation(nz), n)]
-    zs_trace = [int(z) for z in np.resize(rng.permutation(nz), n)]
     ys = rng.integers(0, ny - TRACE + 1, n)
     xs = rng.integers(0, nx - TRACE + 1, n)
     frames = [rng.choice(nt * nz, N_FRAMES, replace=False) for _ in range(n)]
-    all_ = (slice(None),)
-    return [
-        Pattern("volume", "ds[t]", volume, nz * ny * nx * itemsize),
-        Pattern("plane", "ds[:, z]", [[(slice(None), z)] for z in zs], nt * ny * nx * itemsize),
-        Pattern(
-            "trace8x8",
-            "ds[:, z, y:y+8, x:x+8]",
-            [
-                [(slice(None), z, slice(int(y), int(y) + TRACE), slice(int(x), int(x) + TRACE))]
-                for z, y, x in zip(zs_trace, ys, xs)
-            ],
-            nt * TRACE * TRACE * itemsize,
-        ),
-        Pattern("whole", "ds[:]", [[all_] for _ in range(n)], nt * nz * ny * nx * itemsize),
-        Pattern(
-            "frames100",
-            f"{N_FRAMES} x ds[t, z]",
-            [[(int(i // nz), int(i % nz)) for i in f] for f in frames],
-            N_FRAMES * ny * nx * itemsize,
-        ),
+    A = slice(None)
+    S2 = slice(None, None, 2)
+    warm: list[tuple[str, str, list[list[Index]]]] = [
+        ("volume", "ds[t]", [[(t,)] for t in ts]),
+        ("vol_step", "ds[t, ::2]", [[(t, S2)] for t in ts]),
+        ("plane", "ds[:, z]", [[(A, z)] for z in zs]),
+        ("trace8x8", "ds[:, z, y:y+8, x:x+8]",
+         [[(A, z, slice(int(y), int(y) + TRACE), slice(int(x), int(x) + TRACE))] for z, y, x in zip(zs, ys, xs)]),
+        ("whole", "ds[:]", [[(A,)] for _ in range(n)]),
+        ("frames100", f"{N_FRAMES} random ds[t, z]", [[(int(i // nz), int(i % nz)) for i in f] for f in frames]),
+        ("step_t", "ds[::2]", [[(S2,)] for _ in range(n)]),
+        ("step_z", "ds[:, ::2]", [[(A, S2)] for _ in range(n)]),
+        ("step_yx", "ds[:, :, ::2, ::2]", [[(A, A, S2, S2)] for _ in range(n)]),
+        ("mask_t", "ds[mask] (50% of t)", [[(_mask(rng, nt),)] for _ in range(n)]),
+        ("list_t", "ds[list] (50% of t)", [[([int(v) for v in _half(rng, nt)],)] for _ in range(n)]),
+        ("mask_z", "ds[:, mask] (50% of z)", [[(A, _mask(rng, nz))] for _ in range(n)]),
+        ("list_z", "ds[:, list] (50% of z)", [[(A, [int(v) for v in _half(rng, nz)])] for _ in range(n)]),
     ]
+    out = [Pattern(name, code, "warm", r, sum(nbytes(i) for i in r[1])) for name, code, r in warm]
+    cold_ts = cold_frames(nt, BLOCK_T, cold_reps + 1, rng)
+    vol = nbytes((0,))
+    out.append(Pattern("cold_t", "cold ds[t]", "fresh", [[(t,)] for t in cold_ts], vol))
+    out.append(Pattern("cold_open_t", "cold open+ds[t]+close", "open", [[(t,)] for t in cold_ts], vol))
+    many_ts = cold_frames(MANY_SHAPE[0], MANY_BLOCK_T, many_n + 1, rng)
+    out.append(Pattern("cold_500", "cold ds[t], 500 blocks", "one", [[(t,)] for t in many_ts],
+                       nbytes((0,), MANY_SHAPE), layout="many"))
+    return out
 
 
 def encode_index(index: Index) -> list[Any]:
-    """JSON form for the old-package worker: int, [start, stop] or null per axis."""
+    """JSON form for the old-package worker (see old_worker.py)."""
     out: list[Any] = []
     for item in index:
         if isinstance(item, slice):
-            out.append(None if item.start is None and item.stop is None else [item.start, item.stop])
+            if item.step in (None, 1) and item.start is None and item.stop is None:
+                out.append(None)
+            else:
+                out.append({"s": [item.start, item.stop, item.step]})
+        elif isinstance(item, np.ndarray) and item.dtype == bool:
+            out.append({"m": [bool(v) for v in item]})
+        elif isinstance(item, (list, np.ndarray)):
+            out.append({"i": [int(v) for v in item]})
         else:
             out.append(int(item))
     return out
 
 
-# ---------------------------------------------------------------------------- timing
-
-
-def read_session(opener: Callable[[], Any], pattern: Pattern, rep: int, source: np.ndarray, check: bool) -> float:
-    """Open a fresh reader, run the untimed warm-up (checked against `source` if `check`),
-    time repetition `rep` of `pattern`, close the reader."""
-    reader = opener()
-    try:
-        warm = pattern.reps[0]
-        for idx in warm:
-            reader.read(idx)
-        if check:
-            for idx in warm[:3]:
-                if not np.array_equal(np.asarray(reader.read(idx)), source[idx]):
-                    raise AssertionError(f"values read differ from the source at {idx}")
-        gc.collect()
-        t0 = time.perf_counter()
-        for idx in pattern.reps[rep]:
-            reader.read(idx)
-        return time.perf_counter() - t0
-    finally:
-        reader.close()
-
-
-def write_once(write: Callable[[Path], Any], dest: Path) -> float:
-    """Time `write(dest)` into a new folder or file, then remove it."""
-    os.sync()
-    gc.collect()
-    t0 = time.perf_counter()
-    written = write(dest)
-    dt = time.perf_counter() - t0
-    if hasattr(written, "close"):
-        written.close()
-    if dest.is_dir():
-        shutil.rmtree(dest)
-    elif dest.exists():
-        dest.unlink()
-    return dt
-
-
-def rotated(keys: list[str], shift: int) -> list[str]:
-    shift %= len(keys)
-    return keys[shift:] + keys[:shift]
-
-
-# ---------------------------------------------------------------------------- new package
+# ---------------------------------------------------------------------------- readers
 
 
 class NewReader:
-    """The new package: ``ds[index]`` (or ``ds.read(index, out=...)`` if the API offers it)."""
+    """The new package: ``ds[index]`` (allocates its result, like every peer)."""
 
     def __init__(self, sd: Any, path: Path) -> None:
         self.ds = sd.SplitDataset(path)
-        self.uses_out = self.supports_out(sd)
-        self.buffers = peers.OutBuffers(np.dtype(self.ds.dtype))
-
-    @staticmethod
-    def supports_out(sd: Any) -> bool:
-        read = getattr(sd.SplitDataset, "read", None)
-        return read is not None and "out" in inspect.signature(read).parameters
 
     def read(self, index: Index) -> Any:
-        if self.uses_out:
-            out = self.buffers.get(peers.result_shape(index, tuple(self.ds.shape)))
-            return self.ds.read(index, out=out)
         return self.ds[index]
 
     def close(self) -> None:
@@ -249,6 +267,244 @@ def import_new(path: Path) -> Any:
     return sd
 
 
+def check(result: Any, source: np.ndarray, index: Index) -> None:
+    if not np.array_equal(np.asarray(result), source[index]):
+        raise AssertionError(f"values read differ from the source at {index}")
+
+
+def warm_session(opener: Callable[[], Any], touch: list[Index], indices: list[Index],
+                 source: np.ndarray | None) -> float:
+    """Fresh reader, touch every block (untimed), time `indices`; check against `source`."""
+    reader = opener()
+    try:
+        for idx in touch:
+            reader.read(idx)
+        gc.collect()
+        t0 = time.perf_counter()
+        got = [reader.read(idx) for idx in indices]
+        dt = time.perf_counter() - t0
+        if source is not None:
+            for idx, res in list(zip(indices, got))[:3]:
+                check(res, source, idx)
+        return dt
+    finally:
+        reader.close()
+
+
+def cold_read(mode: str, opener: Callable[[], Any], reader: Any, idx: Index, source: np.ndarray | None) -> float:
+    """One first read of a block: "fresh" (new reader, untimed open), "open" (open + read +
+    close timed) or "one" (the given long-lived reader)."""
+    gc.collect()
+    if mode == "open":
+        t0 = time.perf_counter()
+        r = opener()
+        res = r.read(idx)
+        r.close()
+        dt = time.perf_counter() - t0
+    else:
+        r = reader if mode == "one" else opener()
+        t0 = time.perf_counter()
+        res = r.read(idx)
+        dt = time.perf_counter() - t0
+        if mode == "fresh":
+            r.close()
+    if source is not None:
+        check(res, source, idx)
+    return dt
+
+
+def rotated(keys: list[str], shift: int) -> list[str]:
+    shift %= len(keys)
+    return keys[shift:] + keys[:shift]
+
+
+def write_once(write: Callable[[Path], Any], dest: Path) -> tuple[float, int]:
+    """Time `write(dest)` into a new folder or file; return (seconds, bytes on disk); remove it."""
+    os.sync()
+    gc.collect()
+    t0 = time.perf_counter()
+    written = write(dest)
+    dt = time.perf_counter() - t0
+    if hasattr(written, "close"):
+        written.close()
+    size = hostinfo.disk_bytes(dest)
+    if dest.is_dir():
+        shutil.rmtree(dest)
+    elif dest.exists():
+        dest.unlink()
+    return dt, size
+
+
+# ---------------------------------------------------------------------------- one data kind
+
+
+def run_kind(sd: Any, kind: str, old_python: Path | None, shape: tuple[int, ...], reps: int,
+             patterns: list[Pattern], workdir: Path, use_zarr: bool) -> dict[str, Any]:
+    """Write every layout of one data kind, then time reads (warm, cold) and writes."""
+    wd = workdir / kind
+    wd.mkdir()
+    t0 = time.perf_counter()
+    data = MAKERS[kind](shape)
+    many = make_noise(MANY_SHAPE, seed=3) if kind == "noise" else None
+    print(f"[{kind}] generated data in {time.perf_counter() - t0:.1f} s", flush=True)
+    npy, many_npy = wd / "data.npy", wd / "many.npy"
+    np.save(npy, data)
+    block = (BLOCK_T, *shape[1:])
+    nofsync = {"fsync": False}  # layouts only: fsync changes no byte of the files
+
+    # -- layouts (untimed)
+    L: dict[str, Path] = {"new": wd / "new", "old": wd / "old" / "ds", "single": wd / "single.h5",
+                          "zarr": wd / "data.zarr", "zarr-shard": wd / "sharded.zarr"}
+    sd.save(data, L["new"], shape_block=block, **nofsync).close()
+    codec, codec_raw = peers.detect_codec(sorted(L["new"].glob("*.h5"))[0])
+    peers.write_h5_single(data, L["single"], codec)
+    if use_zarr:
+        peers.write_zarr(data, L["zarr"], codec)
+        peers.write_zarr(data, L["zarr-shard"], codec, shards=block)
+    tasks: list[dict[str, Any]] = [{"kind": "save", "data": str(npy), "root": str(L["old"].parent),
+                                    "prefix": "ds", "block_t": BLOCK_T}]
+    if many is not None:
+        np.save(many_npy, many)
+        L["many-new"], L["many-old"] = wd / "many-new", wd / "many-old" / "ds"
+        sd.save(many, L["many-new"], shape_block=(MANY_BLOCK_T, *MANY_SHAPE[1:]), **nofsync).close()
+        tasks.append({"kind": "save", "data": str(many_npy), "root": str(L["many-old"].parent),
+                      "prefix": "ds", "block_t": MANY_BLOCK_T})
+    if old_python is not None:
+        oldenv.run_worker(old_python, {"tasks": tasks}, wd / "job-save.json")
+    else:
+        L.pop("old")
+        L.pop("many-old", None)
+    if not use_zarr:
+        L.pop("zarr")
+        L.pop("zarr-shard")
+    os.sync()  # no writeback of the fresh files running behind the first measurements
+    sizes = {k: hostinfo.disk_bytes(v) for k, v in L.items()}
+    cached_before = hostinfo.page_cache_fraction(L.values())
+    print(f"[{kind}] layouts: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items())
+          + f" (raw {data.nbytes / 1e6:.0f} MB); 1.x codec {codec.describe()}", flush=True)
+
+    # -- reads in this process
+    def openers(layout: str, cold: bool) -> dict[str, Callable[[], Any]]:
+        pre = "many-" if layout == "many" else ""
+        o: dict[str, Callable[[], Any]] = {
+            "new": lambda: NewReader(sd, L[pre + "new"]),
+            "h5py": lambda: peers.H5Blocks(L[pre + "new"], keep_open=not cold),
+        }
+        if pre + "old" in L:
+            o["new@old"] = lambda: NewReader(sd, L[pre + "old"])
+            o["h5py@old"] = lambda: peers.H5Blocks(L[pre + "old"], keep_open=not cold)
+        if layout == "main":
+            o["h5py-1file"] = lambda: peers.H5Single(L["single"])
+            if use_zarr:
+                o["zarr"] = lambda: peers.Zarr3(L["zarr"])
+                o["zarr-shard"] = lambda: peers.Zarr3(L["zarr-shard"])
+        return o
+
+    touch = touch_indices(shape, BLOCK_T)
+    results: dict[str, dict[str, Result]] = {p.name: {} for p in patterns}
+    for i, p in enumerate(patterns):
+        print(f"[{kind}] reading: {p.code} ...", flush=True)
+        if p.layout == "many" and many is None:
+            continue
+        source = data if p.layout == "main" else many
+        assert source is not None
+        ops = openers(p.layout, cold=p.mode != "warm")
+        keys = list(ops)
+        long_lived = {k: ops[k]() for k in keys} if p.mode == "one" else {}
+        try:
+            for r in range(len(p.reps)):  # round 0: untimed, checked warm-up
+                for key in rotated(keys, i + r):
+                    res = results[p.name].setdefault(key, Result())
+                    if res.error:
+                        continue
+                    try:
+                        if p.mode == "warm":
+                            dt = warm_session(ops[key], touch, p.reps[r], source if r == 0 else None)
+                        else:
+                            dt = cold_read(p.mode, ops[key], long_lived.get(key), p.reps[r][0],
+                                           source if r == 0 else None)
+                    except Exception:
+                        res.error = traceback.format_exc(limit=4)
+                        continue
+                    if r:
+                        res.times.append(dt)
+        finally:
+            for reader in long_lived.values():
+                reader.close()
+
+    # -- old package: reads on both layouts, then writes (one subprocess)
+    old_versions: dict[str, Any] = {}
+    if old_python is not None:
+        print(f"[{kind}] 0.4.4 (subprocess): reads and writes ...", flush=True)
+        tasks, slots = [], []
+        for key, lay in (("old", "old"), ("old@new", "new")):
+            warm = {p.name: [[encode_index(i) for i in rep] for rep in p.reps] for p in patterns if p.mode == "warm"}
+            tasks.append({"kind": "read", "data": str(npy), "path": str(L[lay]),
+                          "touch": [encode_index(i) for i in touch], "patterns": warm})
+            slots.append(key)
+            for mode in ("fresh", "open", "one"):
+                pats = [p for p in patterns if p.mode == mode and (p.layout == "main" or many is not None)]
+                if not pats:
+                    continue
+                path = L[lay] if mode != "one" else L["many-" + lay]
+                src = npy if mode != "one" else many_npy
+                tasks.append({"kind": "cold", "mode": mode, "data": str(src), "path": str(path),
+                              "patterns": {p.name: [[encode_index(i) for i in rep] for rep in p.reps] for p in pats}})
+                slots.append(key)
+        tasks.append({"kind": "write", "data": str(npy), "root": str(wd / "write-old"), "block_t": BLOCK_T,
+                      "reps": reps + 1})
+        answer = oldenv.run_worker(old_python, {"tasks": tasks}, wd / "job-bench.json")
+        old_versions = answer["versions"]
+        for key, task_res in zip(slots, answer["results"]):
+            for name, r in task_res.items():
+                results[name][key] = Result(r["times"], r["error"])
+        old_write = answer["results"][-1]
+
+    # -- writes in this process
+    writes: dict[str, Result] = {}
+    wbytes: dict[str, int] = {}
+    writers: dict[str, Callable[[Path], Any]] = {
+        "new": lambda d: sd.save(data, d, shape_block=block),
+        "new-nofsync": lambda d: sd.save(data, d, shape_block=block, fsync=False),
+        "h5py": lambda d: peers.write_h5_blocks(data, d, block, codec),
+        "h5py-1file": lambda d: peers.write_h5_single(data, d, codec),
+    }
+    if use_zarr:
+        writers["zarr"] = lambda d: peers.write_zarr(data, d, codec)
+        writers["zarr-shard"] = lambda d: peers.write_zarr(data, d, codec, shards=block)
+    print(f"[{kind}] writing: {', '.join(writers)} (interleaved) ...", flush=True)
+    wkeys = list(writers)
+    for r in range(reps + 1):  # round 0 is the untimed warm-up
+        for key in rotated(wkeys, r):
+            res = writes.setdefault(key, Result())
+            if res.error:
+                continue
+            try:
+                dt, size = write_once(writers[key], wd / f"write-{key}-{r}")
+            except Exception:
+                res.error = traceback.format_exc(limit=4)
+            else:
+                wbytes[key] = size
+                if r:
+                    res.times.append(dt)
+    if old_python is not None:
+        writes["old"] = Result(old_write["times"], old_write["error"])
+        wbytes["old"] = sizes["old"]
+
+    cached_after = hostinfo.page_cache_fraction(L.values())
+    return {
+        "results": results,
+        "writes": writes,
+        "write_bytes": wbytes,
+        "layout_bytes": sizes,
+        "raw_bytes": int(np.prod(shape)) * 2,
+        "codec_new_default": codec.describe(),
+        "codec_raw_filters": codec_raw,
+        "page_cache_fraction": {"before": cached_before, "after": cached_after},
+        "old_versions": old_versions,
+    }
+
+
 # ---------------------------------------------------------------------------- output
 
 
@@ -256,77 +512,67 @@ def fmt_time(s: float | None) -> str:
     if s is None:
         return "-"
     if s < 1e-3:
-        return f"{s * 1e6:.0f} us"
+        return f"{s * 1e6:.0f}us"
     if s < 1:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s:.2f} s"
+        return f"{s * 1e3:.1f}ms"
+    return f"{s:.2f}s"
 
 
-def print_tables(results: dict[str, dict[str, Result]], patterns: dict[str, str], systems: list[str]) -> None:
-    """Two tables, systems as rows and patterns as columns: median times, then ratios to "new"."""
-    width = max(11, *(len(p) + 2 for p in patterns))
-    label_w = max(len(LABELS[s]) for s in systems) + 2
+def ratio_values(row: dict[str, Result]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for label, num, den, _ in RATIOS:
+        a = row[num].median if num in row else None
+        b = row[den].median if den in row else None
+        out[label] = a / b if a and b else None
+    return out
 
-    def table(title: str, cell: Callable[[str, str], str]) -> None:
-        print(f"\n{title}")
-        print("".ljust(label_w) + "".join(p.rjust(width) for p in patterns))
+
+def print_kind(kind: str, run: dict[str, Any], codes: dict[str, str]) -> None:
+    results: dict[str, dict[str, Result]] = run["results"]
+    systems = [s for s, _, _ in SYSTEMS if any(s in row for row in results.values())]
+    pw = max(len(c) for c in codes.values()) + 2
+    w = 10
+    print(f"\n=== data: {kind} ({DATA_DOC[kind]}) ===")
+    print(f"Median time per repetition (~: slowest repetition > {NOISY:g}x the fastest; ERR: see Errors)")
+    print("".ljust(pw) + "".join(LABELS[s].rjust(w) for s in systems))
+    for name, row in results.items():
+        if not row:
+            continue
+        cells = []
         for s in systems:
-            print(LABELS[s].ljust(label_w) + "".join(cell(s, p).rjust(width) for p in patterns))
+            r = row.get(s)
+            if r is None:
+                cells.append("")
+            elif r.error:
+                cells.append("ERR")
+            else:
+                noisy = len(r.times) > 1 and max(r.times) > NOISY * min(r.times)
+                cells.append(fmt_time(r.median) + ("~" if noisy else ""))
+        print(codes[name].ljust(pw) + "".join(c.rjust(w) for c in cells))
+    print("\nRatio = 1.x time / peer time (below 1: 1.x faster)")
+    rw = max(len(r[0]) for r in RATIOS) + 2
+    print("".ljust(pw) + "".join(r[0].rjust(rw) for r in RATIOS))
+    for name, row in results.items():
+        if not row:
+            continue
+        vals = ratio_values(row)
+        print(codes[name].ljust(pw) + "".join((f"{v:.2f}" if v else "-").rjust(rw) for v in vals.values()))
+    print(f"\nWrite the whole array ({run['raw_bytes'] / 1e6:.0f} MB raw)")
+    for key, meaning in WRITERS:
+        r = run["writes"].get(key)
+        if r is None:
+            continue
+        size = run["write_bytes"].get(key)
+        t = "ERR" if r.error else fmt_time(r.median)
+        mbps = f"{run['raw_bytes'] / r.median / 1e6:.0f} MB/s" if r.median else "-"
+        on_disk = f"{size / 1e6:.1f} MB on disk ({run['raw_bytes'] / size:.2f}x)" if size else ""
+        print(f"  {meaning.ljust(58)}{t.rjust(9)}{mbps.rjust(11)}   {on_disk}")
 
-    def median(s: str, p: str) -> float | None:
-        r = results.get(p, {}).get(s)
-        return r.median if r else None
 
-    def time_cell(s: str, p: str) -> str:
-        r = results.get(p, {}).get(s)
-        if r and r.error:
-            return "ERROR"
-        noisy = r is not None and len(r.times) > 1 and max(r.times) > NOISY * min(r.times)
-        return fmt_time(median(s, p)) + ("~" if noisy else "")
-
-    def ratio_cell(s: str, p: str) -> str:
-        m, ref = median(s, p), median("new", p)
-        return f"{m / ref:.2f}x" if m is not None and ref else "-"
-
-    table(f"Median time per repetition (~: slowest repetition > {NOISY:g}x the fastest)", time_cell)
-    table("Ratio = system time / new-package time (>1: new package faster)", ratio_cell)
-
-
-def chart(results: dict[str, Any], path: Path) -> str:
-    """Throughput bar chart, one panel per pattern; returns a message."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "chart skipped: matplotlib is not installed (pip install matplotlib)"
-    pats = list(results["patterns"])
-    ncols = 3
-    nrows = -(-len(pats) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.4 * nrows), squeeze=False)
-    for ax, p in zip(axes.flat, pats):
-        rows = results["results"][p]
-        names = [s for s, _, _ in SYSTEMS if s in rows and rows[s]["median_s"]]
-        vals = [rows[s]["MBps"] for s in names]
-        colors = [
-            "tab:green" if s.startswith("new") else "tab:gray" if s.startswith("old") else "tab:blue" for s in names
-        ]
-        ax.barh([LABELS[s] for s in names], vals, color=colors)
-        ax.invert_yaxis()
-        ax.set_title(f"{p}: {results['patterns'][p]}", fontsize=10)
-        ax.set_xlabel("MB/s (decoded bytes / median time)")
-        ax.tick_params(labelsize=8)
-        for y, v in enumerate(vals):
-            ax.text(v, y, f" {v:.3g}", va="center", fontsize=7)
-    for ax in axes.flat[len(pats) :]:
-        ax.axis("off")
-    shape = "x".join(map(str, results["meta"]["shape"]))
-    fig.suptitle(f"split_dataset benchmark, uint16 {shape}, median of {results['meta']['reps']} (higher is better)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"chart: {path}"
+DATA_DOC = {
+    "struct": "smooth blobs on an offset of 100, slow drift, shot noise",
+    "noise": "dark camera: Poisson(2.0) + 100 per pixel",
+}
 
 
 def lib_versions() -> dict[str, str | None]:
@@ -339,34 +585,64 @@ def lib_versions() -> dict[str, str | None]:
     return out
 
 
+def notes(runs: dict[str, Any], reps: int, cold_reps: int, many_n: int) -> list[str]:
+    cache = ", ".join(
+        f"{k}: {100 * (v['page_cache_fraction']['before'] or 0):.0f}% before / "
+        f"{100 * (v['page_cache_fraction']['after'] or 0):.0f}% after"
+        for k, v in runs.items()
+    )
+    return [
+        f"Page cache: the files were written just before they were read and stay cached (mincore {cache}); "
+        "no number here includes a disk read. 'Cold' means a cold reader, not a cold disk.",
+        "Warm: every repetition opens a fresh reader, reads one pixel in every block (untimed), then times the "
+        f"pattern; {reps} timed repetitions at different positions after an untimed, checked round.",
+        f"Cold: 'cold ds[t]' = a fresh reader (opened untimed) reads a frame of a block it has not touched "
+        f"({cold_reps} reps, never the last block, which a reader may open for metadata); 'cold open+ds[t]+close' "
+        f"also times opening and closing; 'cold ds[t], 500 blocks' = one reader reads {many_n} frames, each in a "
+        f"block it has not touched, each timed alone, on {MANY_SHAPE} noise in blocks of {MANY_BLOCK_T} frames. "
+        "Raw h5py cold = h5py.File(block) + read_direct + close. 0.4.4 reopens block files on every read.",
+        "Memory: glibc malloc at its defaults in every measured process (no mallopt; MALLOC_*/GLIBC_TUNABLES "
+        "removed); every system, peers included, returns a freshly allocated array per read.",
+        "0.4.4 reads only ints and step-1 slices (it silently ignores a step), so its stepped, list and mask "
+        "patterns are emulated as a user must: read the covering step-1 slices, index in memory.",
+        "Raw h5py: steps as strided hyperslabs, lists and masks (as index lists) as h5py fancy selections, "
+        "per block file. zarr: get_basic_selection / get_orthogonal_selection with out=.",
+        "Order: repetitions interleave across systems in a rotating order; 0.4.4 runs in its own subprocess "
+        "phase after the in-process systems (same positions).",
+        f"Threads: library defaults on {os.cpu_count()} CPUs (zarr decodes chunks in a thread pool; HDF5 in the "
+        "calling thread). Write: into the page cache (os.sync() before each rep, untimed); 1.x save() fsyncs by "
+        "default, the peers do not.",
+    ]
+
+
 # ---------------------------------------------------------------------------- main
 
 
+def strip_malloc_env() -> None:
+    """Re-run this script without malloc-tuning variables: glibc reads them only at start-up."""
+    found = hostinfo.malloc_env()
+    if found:
+        print(f"removing {sorted(found)} from the environment and restarting (malloc at defaults)", flush=True)
+        env = {k: v for k, v in os.environ.items() if k not in found}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main(argv: list[str] | None = None) -> int:
-    global BLOCK_T
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_SHAPE} array and 3 repetitions")
-    parser.add_argument(
-        "--out", type=Path, default=HERE / "results", help="results folder (default benchmarks/results)"
-    )
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per measurement (default 5, quick 3)")
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="where the data sets are written (default: a temp dir)"
-    )
+    parser.add_argument("--quick", action="store_true", help=f"small data {QUICK_SHAPE}, 3 reps (~2 min)")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per warm pattern (5, quick 3)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the data sets go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temp workdir (a --workdir is always kept)")
-    parser.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc malloc at its defaults")
+    parser.add_argument("--data", default="struct,noise", help="data kinds, comma-separated: struct, noise")
+    parser.add_argument("--no-zarr", action="store_true", help="leave out the zarr peers (saves time)")
     parser.add_argument("--oldenv-dir", type=Path, default=oldenv.DEFAULT_ENV_DIR)
     parser.add_argument("--old-python", default=None, help="base interpreter for the old env (3.10-3.12)")
-    parser.add_argument(
-        "--new-path", type=Path, default=REPO, help="folder holding the split_dataset to test (default: repo)"
-    )
+    parser.add_argument("--new-path", type=Path, default=REPO, help="folder holding the split_dataset to test")
     parser.add_argument("--skip-old", action="store_true", help="do not run the old 0.4.4 package")
-    parser.add_argument("--shape", default=None, metavar="T,Z,Y,X",
-                        help="array shape, e.g. 52,2,2048,2048 for the 2048x2048-frame case (T*Z >= 100)")
-    parser.add_argument("--block-t", type=int, default=None, help=f"frames per block file (default {BLOCK_T})")
+    parser.add_argument("--shape", default=None, metavar="T,Z,Y,X", help="array shape (T*Z >= 100)")
     args = parser.parse_args(argv)
-    if args.block_t:
-        BLOCK_T = args.block_t
+    strip_malloc_env()
 
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -375,10 +651,16 @@ def main(argv: list[str] | None = None) -> int:
         shape = tuple(int(v) for v in args.shape.split(","))
         if len(shape) != 4:
             parser.error(f"--shape takes 4 numbers T,Z,Y,X, got {args.shape!r}")
+    kinds = [k.strip() for k in args.data.split(",") if k.strip()]
+    if not kinds or any(k not in MAKERS for k in kinds):
+        parser.error(f"--data takes a comma-separated subset of {list(MAKERS)}")
     reps = args.reps or (3 if args.quick else 5)
-    tuned = False if args.no_malloc_tuning else hostinfo.tune_malloc()
+    cold_reps = 3 * reps
+    many_n = 30 if args.quick else 60
     sd = import_new(args.new_path)
     old_python = None if args.skip_old else oldenv.ensure_env(args.oldenv_dir, args.old_python)
+    patterns = make_patterns(shape, reps, cold_reps, many_n)
+    codes = {p.name: p.code for p in patterns}
 
     timestamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.workdir is None:
@@ -387,254 +669,79 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir / f"run-{timestamp}"
         workdir.mkdir(parents=True)
     print(f"split_dataset under test: {Path(sd.__file__).parent} ({getattr(sd, '__version__', '?')})")
-    print(
-        f"data: uint16 {shape} = {np.prod(shape) * 2 / 1e6:.0f} MB, block (T={BLOCK_T}), {reps} timed reps + 1 warm-up"
-    )
+    print(f"data: uint16 {shape} = {np.prod(shape) * 2 / 1e6:.0f} MB per kind ({', '.join(kinds)}), blocks of "
+          f"T={BLOCK_T}; {reps} timed reps (cold: {cold_reps}, 500 blocks: {many_n}) + 1 untimed round")
     print(f"workdir: {workdir}", flush=True)
-
+    runs: dict[str, Any] = {}
     try:
-        results, meta = run_all(sd, old_python, shape, reps, workdir, tuned)
+        for kind in kinds:
+            runs[kind] = run_kind(sd, kind, old_python, shape, reps, patterns, workdir, not args.no_zarr)
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     load_end = os.getloadavg()
-    meta.update(timestamp=timestamp, argv=sys.argv, wall_s=round(time.perf_counter() - started, 1))
-    meta["loadavg_1_5_15"] = {"start": load_start, "end": load_end}
-    meta["notes"].append(
-        f"Load: 1-min load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end, on "
-        f"{os.cpu_count()} CPUs (this run itself keeps about one busy); anything else running adds noise."
-    )
+    wall = time.perf_counter() - started
 
-    patterns = dict(meta.pop("pattern_codes"))
-    systems = [s for s, _, _ in SYSTEMS if any(s in row for row in results.values())]
-    print_tables(results, patterns, systems)
+    for kind, run in runs.items():
+        print_kind(kind, run, codes)
     print("\nColumns:")
-    label_w = max(len(LABELS[s]) for s in systems) + 2
-    for s, label, meaning in SYSTEMS:
-        if s in systems:
-            print(f"  {label.ljust(label_w)}{meaning}")
+    for _s, label, meaning in SYSTEMS:
+        print(f"  {label.ljust(11)}{meaning}")
+    for label, _, _, meaning in RATIOS:
+        print(f"  {label.ljust(15)}{meaning}")
+    note_list = notes(runs, reps, cold_reps, many_n)
+    note_list.append(f"Load: 1-min load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end, on "
+                     f"{os.cpu_count()} CPUs; anything else running adds noise.")
     print("\nNotes:")
-    for note in meta["notes"]:
+    for note in note_list:
         print(f"  - {note}")
-    errors = [(p, s, r.error) for p, row in results.items() for s, r in row.items() if r.error]
+    errors = [(k, p, s, r.error) for k, run in runs.items() for p, row in run["results"].items()
+              for s, r in row.items() if r.error]
+    errors += [(k, "write", s, r.error) for k, run in runs.items() for s, r in run["writes"].items() if r.error]
     if errors:
         print("\nErrors:")
-        for p, s, err in errors:
-            print(f"  [{LABELS[s]} / {p}]\n    " + (err or "").strip().replace("\n", "\n    "))
+        for k, p, s, err in errors:
+            print(f"  [{k} / {p} / {s}]\n    " + (err or "").strip().replace("\n", "\n    "))
 
-    nbytes = meta.pop("nbytes")
-    doc: dict[str, Any] = {"meta": meta, "patterns": patterns, "results": {}}
-    for p, row in results.items():
-        ref = row["new"].median if "new" in row else None
-        doc["results"][p] = {
-            s: {
-                "times_s": r.times,
-                "median_s": r.median,
-                "min_s": min(r.times) if r.times else None,
-                "MBps": nbytes[p] / r.median / 1e6 if r.median else None,
-                "ratio_vs_new": r.median / ref if r.median and ref else None,
-                "error": r.error,
-            }
-            for s, r in row.items()
+    nbytes = {p.name: p.nbytes for p in patterns}
+    doc: dict[str, Any] = {
+        "meta": {
+            "timestamp": timestamp, "argv": sys.argv, "wall_s": round(wall, 1), "shape": list(shape),
+            "dtype": "uint16", "block_t": BLOCK_T, "many_shape": list(MANY_SHAPE), "many_block_t": MANY_BLOCK_T,
+            "reps": reps, "cold_reps": cold_reps, "many_n": many_n, "data": {k: DATA_DOC[k] for k in kinds},
+            "malloc": "glibc defaults (no mallopt, no MALLOC_* / GLIBC_TUNABLES)",
+            "loadavg_1_5_15": {"start": load_start, "end": load_end}, "machine": hostinfo.machine(),
+            "versions": {"split_dataset_new": getattr(sd, "__version__", None), "split_dataset_file": sd.__file__,
+                         **lib_versions(), "zarr_config": peers.zarr_info(),
+                         "old_env": next((r["old_versions"] for r in runs.values() if r["old_versions"]), None)},
+            "systems": {s: meaning for s, _, meaning in SYSTEMS},
+            "ratios": {label: meaning for label, _, _, meaning in RATIOS},
+            "notes": note_list,
+        },
+        "patterns": {p.name: {"code": p.code, "mode": p.mode, "layout": p.layout, "bytes_per_rep": p.nbytes}
+                     for p in patterns},
+        "results": {},
+    }
+    for kind, run in runs.items():
+        doc["results"][kind] = {
+            "reads": {
+                p: {s: {"times_s": r.times, "median_s": r.median, "min_s": min(r.times) if r.times else None,
+                        "MBps": nbytes[p] / r.median / 1e6 if r.median else None, "error": r.error}
+                    for s, r in row.items()} | {"ratios": ratio_values(row)}
+                for p, row in run["results"].items() if row
+            },
+            "write": {s: {"times_s": r.times, "median_s": r.median, "bytes_on_disk": run["write_bytes"].get(s),
+                          "error": r.error} for s, r in run["writes"].items()},
+            "layout_bytes": run["layout_bytes"], "raw_bytes": run["raw_bytes"],
+            "codec_new_default": run["codec_new_default"], "codec_raw_filters": run["codec_raw_filters"],
+            "page_cache_fraction": run["page_cache_fraction"],
         }
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / f"{timestamp}.json"
-    json_path.write_text(json.dumps(doc, indent=1))
+    json_path.write_text(json.dumps(doc, indent=1, default=str))
     print(f"\nresults: {json_path}")
-    print(chart(doc, args.out / f"{timestamp}.png"))
-    print(f"total wall time: {meta['wall_s']:.0f} s")
+    print(f"total wall time: {wall:.0f} s")
     return 1 if errors else 0
-
-
-def make_notes(
-    cached_before: float | None, cached_after: float | None, tuned: bool, uses_out: bool, block: tuple[int, ...]
-) -> list[str]:
-    """What the numbers include and exclude, printed under the tables and saved in the JSON."""
-    if cached_before is None:
-        pct = "unknown"
-    else:
-        pct = f"{100 * cached_before:.0f}% before / {100 * (cached_after or 0):.0f}% after the reads"
-    if tuned:
-        malloc = "glibc malloc is tuned in both processes (M_MMAP_MAX=0, M_TRIM_THRESHOLD=64 GiB) to reuse freed arrays"
-    else:
-        malloc = "glibc malloc is NOT tuned (--no-malloc-tuning): fresh result arrays pay page faults"
-    new_out = "reads with out= too" if uses_out else "and 0.4.4 allocate their result (ds[...])"
-    block_mib = math.prod(block) * 2 / 2**20
-    cache_mib = peers.default_chunk_cache_bytes() / 2**20
-    return [
-        f"Page cache: every data set was written just before it was read and stays in the page cache "
-        f"(mincore: {pct}), so reads time decoding and copying, not the disk.",
-        f"Memory: the VM hands freed memory back to the hypervisor and faulting it in again is slow, so {malloc}; "
-        f"h5py and zarr read into preallocated, pre-touched buffers (read_direct / out=); the new package {new_out}.",
-        "Sessions: every timed repetition runs in a fresh reader right after an untimed warm-up at other "
-        "positions (checked against the source array in round 1; for ds[t] one frame in every block, so lazily "
-        "opened files are open); repetitions are interleaved across systems in a rotating order, so drifting "
-        "machine load hits all of them alike.",
-        "Caches: positions change every repetition (t-block, z, y/x, frame set) and no reader outlives its "
-        f"repetition, so no decoded-chunk cache answers twice; ds[:] repeats, but a block ({block_mib:.1f} MiB) "
-        f"is bigger than a chunk cache (HDF5 default {cache_mib:g} MiB per open dataset, used by the h5py peers).",
-        f"Threads: library defaults on {os.cpu_count()} CPUs (zarr decodes chunks concurrently in a thread pool; "
-        "HDF5 decodes in the calling thread).",
-        "Codec: the peers use 1.x's blosc compressor, level, shuffle and chunk shape, but blosc's automatic "
-        "block size (64 KiB or more, split by byte): HDF5's blosc filter takes no block size, and zarr's "
-        "c-blosc uses small blocks only unsplit, which is a process-wide switch; 1.x writes 8 KiB blocks, "
-        "which only its partial-chunk reads (traces) use.",
-        "Write: the whole array to a new folder/file, into the page cache (os.sync() before each repetition, outside "
-        "the timing), interleaved like the reads with an untimed first round; 1.x save() defaults to fsync=True, "
-        "the peers do not fsync ('new nofsync' is 1.x without it). 0.4.4 runs its reads and writes in its own "
-        "subprocess phase (same positions, fresh SplitDataset per pattern).",
-    ]
-
-
-def run_all(
-    sd: Any, old_python: Path | None, shape: tuple[int, ...], reps: int, workdir: Path, tuned: bool
-) -> tuple[dict[str, dict[str, Result]], dict[str, Any]]:
-    """Prepare every layout, then time reads and writes for every system."""
-    t0 = time.perf_counter()
-    data = make_data(shape)
-    print(f"generated data in {time.perf_counter() - t0:.1f} s", flush=True)
-    npy = workdir / "data.npy"
-    np.save(npy, data)
-    block = (BLOCK_T, *shape[1:])
-    patterns = make_patterns(shape, reps)
-    results: dict[str, dict[str, Result]] = {p.name: {} for p in patterns}
-    results["write"] = {}
-
-    # -- layouts (untimed)
-    new_dir, old_dir = workdir / "new", workdir / "old" / "ds"
-    sd.save(data, new_dir, shape_block=block).close()
-    codec, codec_raw = peers.detect_codec(sorted(new_dir.glob("*.h5"))[0])
-    single, zdir, zshard = workdir / "single.h5", workdir / "data.zarr", workdir / "sharded.zarr"
-    peers.write_h5_single(data, single, codec)
-    peers.write_zarr(data, zdir, codec)
-    peers.write_zarr(data, zshard, codec, shards=block)
-    old_info: dict[str, Any] = {}
-    if old_python is not None:
-        job = {
-            "data": str(npy),
-            "tune_malloc": tuned,
-            "tasks": [{"kind": "save", "root": str(old_dir.parent), "prefix": old_dir.name, "block_t": BLOCK_T}],
-        }
-        old_info = oldenv.run_worker(old_python, job, workdir / "job-save.json")
-    layouts = {"new": new_dir, "single": single, "zarr": zdir, "zarr-shard": zshard}
-    if old_python is not None:
-        layouts["old"] = old_dir
-    os.sync()  # no writeback of the fresh files running behind the first measurements
-    sizes = {k: hostinfo.disk_bytes(v) for k, v in layouts.items()}
-    cached_before = hostinfo.page_cache_fraction(layouts.values())
-    print(
-        "layouts written: "
-        + ", ".join(f"{k} {v / 1e6:.0f} MB" for k, v in sizes.items())
-        + f" (raw {data.nbytes / 1e6:.0f} MB); codec {codec.describe()}",
-        flush=True,
-    )
-
-    # -- reads in this process
-    openers: dict[str, Callable[[], Any]] = {
-        "new": lambda: NewReader(sd, new_dir),
-        "h5py": lambda: peers.H5Blocks(new_dir),
-        "h5py-1file": lambda: peers.H5Single(single),
-        "zarr": lambda: peers.Zarr3(zdir),
-        "zarr-shard": lambda: peers.Zarr3(zshard),
-    }
-    if old_python is not None:
-        openers["new@old"] = lambda: NewReader(sd, old_dir)
-        openers["h5py@old"] = lambda: peers.H5Blocks(old_dir)
-    leaks: dict[str, str] = {}
-    keys = list(openers)
-    for i, p in enumerate(patterns):
-        print(f"reading: {p.name} ({p.code}) ...", flush=True)
-        # Interleaved: round r times repetition r of every system, in a rotated order, so drifting
-        # machine load spreads over all systems. Each session opens a fresh reader and warms it up,
-        # so no chunk cache carries over between systems, patterns or repetitions.
-        for r in range(1, reps + 1):
-            for key in rotated(keys, i + r):
-                res = results[p.name].setdefault(key, Result())
-                if res.error:
-                    continue
-                try:
-                    res.times.append(read_session(openers[key], p, r, data, check=r == 1))
-                except Exception:
-                    res.error = traceback.format_exc(limit=4)
-                gc.collect()
-                still_open = peers.open_hdf5_files()
-                if still_open and key not in leaks:  # HDF5 would share their chunk caches with the next reader
-                    leaks[key] = f"{still_open} HDF5 file(s) still open after {LABELS[key]}.close() ({p.name})"
-
-    # -- old package: reads on both layouts, then writes (one subprocess)
-    old_versions: dict[str, Any] = {}
-    if old_python is not None:
-        print("old package (subprocess): reads and writes ...", flush=True)
-        enc = {p.name: [[encode_index(i) for i in rep] for rep in p.reps] for p in patterns}
-        job = {
-            "data": str(npy),
-            "tune_malloc": tuned,
-            "tasks": [
-                {"kind": "read", "path": str(old_dir), "patterns": enc},
-                {"kind": "read", "path": str(new_dir), "patterns": enc},
-                {"kind": "write", "root": str(workdir / "write-old"), "block_t": BLOCK_T, "reps": reps + 1},
-            ],
-        }
-        answer = oldenv.run_worker(old_python, job, workdir / "job-bench.json")
-        old_versions = answer["versions"]
-        for key, task_res in zip(("old", "old@new"), answer["results"][:2]):
-            for name, r in task_res.items():
-                results[name][key] = Result(r["times"], r["error"])
-        results["write"]["old"] = Result(answer["results"][2]["times"], answer["results"][2]["error"])
-
-    # -- writes in this process
-    writers: dict[str, Callable[[Path], Any]] = {
-        "new": lambda d: sd.save(data, d, shape_block=block),
-        "h5py": lambda d: peers.write_h5_blocks(data, d, block, codec),
-        "h5py-1file": lambda d: peers.write_h5_single(data, d, codec),
-        "zarr": lambda d: peers.write_zarr(data, d, codec),
-        "zarr-shard": lambda d: peers.write_zarr(data, d, codec, shards=block),
-    }
-    if "fsync" in inspect.signature(sd.save).parameters:
-        writers["new-nofsync"] = lambda d: sd.save(data, d, shape_block=block, fsync=False)
-    print(f"writing: {', '.join(LABELS[k] for k in writers)} (interleaved) ...", flush=True)
-    wkeys = list(writers)
-    for r in range(reps + 1):  # round 0 is the untimed warm-up
-        for key in rotated(wkeys, r):
-            res = results["write"].setdefault(key, Result())
-            if res.error:
-                continue
-            try:
-                dt = write_once(writers[key], workdir / f"write-{key}-{r}")
-            except Exception:
-                res.error = traceback.format_exc(limit=4)
-            else:
-                if r:
-                    res.times.append(dt)
-
-    cached_after = hostinfo.page_cache_fraction(layouts.values())
-    uses_out = NewReader.supports_out(sd)
-    notes = make_notes(cached_before, cached_after, tuned, uses_out, block) + list(leaks.values())
-    meta: dict[str, Any] = {
-        "shape": list(shape),
-        "dtype": "uint16",
-        "shape_block": list(block),
-        "reps": reps,
-        "codec_new_default": codec.describe(),
-        "codec_raw_filters": codec_raw,
-        "disk_bytes": sizes,
-        "raw_bytes": int(data.nbytes),
-        "page_cache_fraction": {"before": cached_before, "after": cached_after},
-        "malloc_tuned": tuned,
-        "new_reads_with_out": uses_out,
-        "machine": hostinfo.machine(),
-        "versions": {
-            "split_dataset_new": getattr(sd, "__version__", None),
-            "split_dataset_file": sd.__file__,
-            **lib_versions(),
-            "zarr_config": peers.zarr_info(),
-            "old_env": old_versions or old_info.get("versions"),
-        },
-        "notes": notes,
-        "pattern_codes": [(p.name, p.code) for p in patterns] + [("write", "save whole array")],
-        "nbytes": {p.name: p.nbytes for p in patterns} | {"write": int(data.nbytes)},
-    }
-    return results, meta
 
 
 if __name__ == "__main__":
