@@ -445,3 +445,32 @@ def test_an_hdf5_source_is_read_through_the_storage_layer(tmp_path) -> None:
             np.testing.assert_array_equal(src[sel], x[sel])
     convert(f"{path}:/data", tmp_path / "ds")
     np.testing.assert_array_equal(SplitDataset(tmp_path / "ds")[:], x)
+
+
+def test_a_virtual_source_over_a_damaged_block_is_refused_not_decoded(tmp_path) -> None:
+    """convert from export-vds's output: HDF5 decodes the sources itself, so their frames are validated first."""
+    import textwrap
+
+    from split_dataset.convert import export_vds
+
+    x = (np.random.default_rng(0).poisson(20, (8, 2, 32, 32)) + 100).astype(np.uint16)
+    root = tmp_path / "ds"
+    split_dataset.save(x, root, (4,), fsync=False)
+    export_vds(root, tmp_path / "all.h5")
+    np.testing.assert_array_equal(convert(f"{tmp_path / 'all.h5'}:/stack", tmp_path / "copy.npy").shape, x.shape)
+    with h5py.File(root / "0001.h5") as f:
+        d = f[next(iter(f))]
+        addr = d.id.get_chunk_info(0).byte_offset
+    with open(root / "0001.h5", "r+b") as f:  # typesize 3 for a uint16 array
+        f.seek(addr + 3)
+        f.write(bytes([3]))
+    code = textwrap.dedent(f"""
+        from split_dataset.convert import convert
+        from split_dataset.errors import CorruptBlockError
+        try:
+            convert({str(tmp_path / 'all.h5') + ':/stack'!r}, {str(tmp_path / 'copy2.npy')!r})
+        except CorruptBlockError as e:
+            print("refused", "0001.h5" in str(e))
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["refused", "True"], out

@@ -9,6 +9,7 @@ and lets h5py read arrays without blosc (gzip, none, contiguous, virtual).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..errors import CorruptSourceError, SplitDatasetError
 from ..grid import BlockGrid
 from ..indexing import Indexer
 from ..storage import BlockHandle
+from ..storage.hdf5 import open_readonly
 
 __all__ = ["HDF5Array"]
 
@@ -51,6 +53,8 @@ class HDF5Array:
         self._handle = BlockHandle(file, dset)
         self.dset = dset
         self.path = Path(file.filename)
+        if dset.is_virtual:
+            _validate_virtual_sources(self.path, dset)
         self.shape: tuple[int, ...] = tuple(int(n) for n in dset.shape)
         self.dtype: np.dtype = np.dtype(dset.dtype)
         self.chunks: tuple[int, ...] | None = dset.chunks
@@ -97,3 +101,34 @@ class HDF5Array:
 
     def __repr__(self) -> str:
         return f"<HDF5Array {str(self.path)!r}:{self.name} shape={self.shape} dtype={self.dtype}>"
+
+
+def _validate_virtual_sources(path: Path, dset: h5py.Dataset) -> None:
+    """A virtual dataset's sources are decoded by HDF5 itself: validate every blosc frame of every
+    source first (headers and block offsets, no decoding), refusing what cannot be validated."""
+    seen: set[tuple[str, str]] = set()
+    for vs in dset.virtual_sources():
+        name = vs.file_name
+        source = path if name == "." else (Path(name) if os.path.isabs(name) else path.parent / name)
+        if (str(source), vs.dset_name) in seen or not source.exists():
+            continue  # HDF5 reads a missing source as the fill value
+        seen.add((str(source), vs.dset_name))
+        try:
+            with open_readonly(source) as f:
+                inner = f.get(vs.dset_name)
+                if not isinstance(inner, h5py.Dataset):
+                    continue
+                if inner.is_virtual:
+                    raise CorruptSourceError(path, f"{dset.name}: its source {inner.name!r} in {str(source)!r} is "
+                                             "virtual too; nested virtual datasets are refused")
+                handle = BlockHandle(f, inner)
+                try:
+                    handle.validate_frames()
+                finally:
+                    if handle.source is not None:
+                        handle.source.close()
+        except SplitDatasetError:
+            raise
+        except (OSError, RuntimeError) as e:
+            raise CorruptSourceError(path, f"{dset.name}: its source {vs.dset_name!r} in {str(source)!r}: "
+                                     f"{' '.join(str(e).split())}") from e

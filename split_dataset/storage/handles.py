@@ -164,7 +164,7 @@ class BlockHandle:
         if mode == "refused":
             raise BloscError(f"{self.refusal}; refused")
         if mode == "checked":
-            self.reader._validate_region(local)  # type: ignore[union-attr]
+            self.reader.validate(local)  # type: ignore[union-attr]
         if sum(type(s) is not slice for s in local) <= 1:
             buf[out] = self.dset[local]
             return
@@ -172,6 +172,19 @@ class BlockHandle:
         box = tuple(s if type(s) is slice else slice(int(s[0]), int(s[-1]) + 1) for s in local)
         rel = tuple(slice(0, len(range(s.start, s.stop, s.step)), 1) if type(s) is slice else s - s[0] for s in local)
         buf[out] = self.dset[box][_outer(rel)]
+
+    def validate_frames(self) -> None:
+        """Validate every stored chunk's blosc frame without decoding (nothing to do without blosc);
+        raises :class:`~split_dataset.errors.BloscError` for a damaged one or a refused pipeline.
+
+        Examples
+        --------
+        >>> handle.validate_frames()  # doctest: +SKIP
+        """
+        if self.mode == "refused":
+            raise BloscError(f"{self.refusal}; refused")
+        if self.reader is not None:
+            self.reader.validate()
 
     def check_chunks(self) -> tuple[int, int]:
         """Decode every chunk stored in the file, as a read would (validated, never by HDF5's
@@ -211,7 +224,7 @@ class BlockHandle:
         for offset in offsets:
             region = tuple(slice(o, min(o + c, n), 1) for o, c, n in zip(offset, chunks, self.shape))
             if self.mode == "checked":
-                self.reader._validate_region(region)  # type: ignore[union-attr]
+                self.reader.validate(region)  # type: ignore[union-attr]
             self.dset[region]
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -196,18 +196,23 @@ class ChunkReader:
         _blosc.decompress_ptr(ptr, chunk, nbytes)
         return chunk
 
-    def _validate_region(self, local: tuple[Any, ...]) -> None:
-        """Validate the blosc frame of every chunk `local` touches (``"checked"`` strategy)."""
+    def validate(self, local: tuple[Any, ...] | None = None) -> None:
+        """Validate, without decoding, the blosc frame (header, block offsets) of every stored
+        chunk that `local` touches, or of every stored chunk for None: what the ``"checked"``
+        strategy does before HDF5 decodes. Raises :class:`BloscError`."""
         index = self._index if self._index is not None else self.load_index()
         chunks, check, src = self.chunks, self._check, self.source
-        ranges = []
-        for s, c in zip(local, chunks):
-            lo, hi = (s.start, s.stop - 1) if type(s) is slice else (int(s[0]), int(s[-1]))
-            ranges.append(range(lo // c * c, hi // c * c + 1, c))
+        offsets: Iterable[tuple[int, ...]] = list(index)
+        if local is not None:
+            ranges = []
+            for s, c in zip(local, chunks):
+                lo, hi = (s.start, s.stop - 1) if type(s) is slice else (int(s[0]), int(s[-1]))
+                ranges.append(range(lo // c * c, hi // c * c + 1, c))
+            offsets = itertools.product(*ranges)
         nbytes = self._nbytes
         view = part_buffers(nbytes, self.dtype)[1]
         assert check is not None
-        for offset in itertools.product(*ranges):
+        for offset in offsets:
             entry = index.get(offset)
             if entry is None or entry[2] & self._skipped:  # unwritten, or blosc skipped: HDF5 decodes the rest
                 continue
