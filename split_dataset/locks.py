@@ -13,7 +13,8 @@ new writer locks the very file it then rewrites, and checks that the file it loc
 still the one at that path. Lock files of split_dataset versions before the OS lock hold
 ``"<host> <pid>"`` only: they are honoured while that process is alive on this host (and
 always when the host is another one). Without ``fcntl`` (Windows) only the file's content
-is used, and a stale lock is taken over by renaming it aside (atomic: one renamer wins).
+is used, and a stale lock is refused with a message saying to delete it (no takeover without
+an OS lock can be atomic).
 
 The lock file is never written through a symbolic link (``O_NOFOLLOW``): a symbolic link
 in its place counts as a lock held by an unknown writer.
@@ -248,24 +249,14 @@ class WriterLock:
                         f"{str(path.parent)!r} is being written by {describe_holder(text)} "
                         f"(lock file {LOCK_FILENAME}); if that writer is gone, delete the lock file"
                     ) from None
-                _before_takeover()
-                aside = path.with_name(f"{LOCK_FILENAME}.{uuid.uuid4().hex[:12]}.stale")
-                try:
-                    os.rename(path, aside)  # one process wins this rename
-                except OSError:
-                    continue
-                try:
-                    moved = aside.read_text(errors="replace")
-                except OSError:
-                    moved = text
-                if moved != text:  # we moved someone's fresh lock: put it back if we can
-                    try:
-                        os.rename(aside, path)
-                    except OSError:
-                        pass
-                    continue
-                aside.unlink(missing_ok=True)
-                continue
+                # Without an OS lock no takeover is atomic: a rename aside can move a lock another
+                # process has just created, and no restore can be made atomic (a race test found
+                # two winners). A stale lock is therefore left for a person to delete.
+                raise WriterLockedError(
+                    f"{str(path.parent)!r} holds a lock file left by {describe_holder(text)}, which no longer "
+                    f"runs; without OS file locks (no fcntl here) it is not taken over automatically: "
+                    f"delete {str(path)!r} if no writer runs, then start again"
+                ) from None
             with os.fdopen(fd, "wb") as f:
                 f.write(cls._content())
             return cls(path, None)

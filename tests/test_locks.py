@@ -124,7 +124,7 @@ RACER = textwrap.dedent(r"""
     from test_stream import frames, FRAME
     locks._before_takeover = lambda: time.sleep({pause})  # widen the window between reading and acting
     if {no_fcntl}:
-        locks.fcntl = None  # the fallback for platforms without fcntl: rename-based takeover
+        locks.fcntl = None  # the fallback for platforms without fcntl: a stale lock is refused
     barrier, n = {barrier!r}, {n}
     def count(kind):
         return sum(1 for f in os.listdir(barrier) if f.startswith(kind))
@@ -165,6 +165,12 @@ def race(tmp_path: Path, n_procs: int, pause: float = 0.3, no_fcntl: bool = Fals
     outs = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     won = [o[0] for o in outs if o[0].startswith("won")]
+    if no_fcntl:  # no OS lock: a stale lock is refused (no takeover could be atomic), nothing is written
+        assert not won and all("no longer runs" in o[0] for o in outs), [o[0] for o in outs]
+        assert (path / LOCK_FILENAME).exists()
+        (path / LOCK_FILENAME).unlink()  # what the message asks a person to do
+        np.testing.assert_array_equal(SplitDataset(path)[:], frames(0, 6))
+        return
     assert len(won) == 1, [o[0] for o in outs]
     assert all(o[0].startswith("locked") for o in outs if not o[0].startswith("won"))
     ds = SplitDataset(path)
@@ -188,7 +194,7 @@ def test_stale_lock_race_has_one_winner_full(tmp_path, round_) -> None:
 
 @pytest.mark.full
 @pytest.mark.parametrize("round_", range(3))
-def test_stale_lock_race_without_fcntl_has_one_winner(tmp_path, round_) -> None:
+def test_stale_lock_without_fcntl_is_refused_by_every_racer(tmp_path, round_) -> None:
     race(tmp_path, 6, pause=[0.0, 0.05, 0.3][round_ % 3], no_fcntl=True)
 
 
