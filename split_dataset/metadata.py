@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MetadataError
+from .grid import grid_shape  # geometry is validated by the grid itself
 
 __all__ = ["Metadata", "FORMAT_VERSION", "default_axis_order", "migrate_legacy"]
 
@@ -316,7 +317,6 @@ class Metadata:
         for i, (p, b) in enumerate(zip(self.padding, block)):
             if p and p >= b * 2**20:
                 raise MetadataError(f"padding[{i}]={p} is impossible for blocks of {b}")
-        from .grid import grid_shape  # geometry is validated by the grid itself
 
         n_blocks = math.prod(grid_shape(shape, block, self.padding))
         if n_blocks > MAX_BLOCKS:
@@ -436,7 +436,6 @@ class Metadata:
         >>> Metadata((4, 3), (2, 3), dtype=np.dtype("uint8")).to_dict()["shape_block"]
         [2, 3]
         """
-        from .grid import grid_shape
 
         d: dict[str, Any] = dict(self.extra)
         d.update(
