@@ -85,6 +85,7 @@ class ChunkReader:
         "_bstrides",
         "_check",
         "_fill",
+        "_frames",
         "_index",
         "_itemwise",
         "_loader",
@@ -116,6 +117,9 @@ class ChunkReader:
         self._bstrides = tuple(st * dtype.itemsize for st in self._strides)  # the same in bytes
         self._nbytes = self._strides[0] * chunks[0] * dtype.itemsize  # bytes of a chunk
         self._nblocks = 0  # blosc blocks per chunk seen last (how much of a frame's offset table to read)
+        # validated frames: address -> (header and offset table, flags, block size, sorted block starts,
+        # the (first, last) block ranges whose streams were checked)
+        self._frames: dict[int, tuple[bytes, int, int, tuple[int, ...], set[tuple[int, int]]]] = {}
 
     def load_index(self) -> Index:
         """The chunk index, loaded and validated once (:func:`~split_dataset.storage.chunkindex.check_index`)."""
@@ -366,7 +370,9 @@ class ChunkReader:
         :meth:`_items_into` does one, with less said per chunk; returns the chunks left for
         :meth:`_items_into` (unwritten, stored unfiltered or as is, a different block size,
         a table not as read: it decodes them or says what is wrong). Every header and
-        offset table is validated before c-blosc sees it."""
+        offset table is validated before c-blosc sees it, once: block files never change, so
+        a frame's validated header and table (and which blocks' streams were checked) are
+        kept per chunk address, and a repeated read fetches only the blocks it decodes."""
         nblocks, nbytes, itemsize = self._nblocks, self._nbytes, self.dtype.itemsize
         check, pread = self._check, self.source.pread
         if nblocks < 2 or check is None:
@@ -379,25 +385,36 @@ class ChunkReader:
         n = hi - lo
         left: list[int] = []
         blocksize = first = last = 0
+        known = self._frames
+        if len(known) > 4096:
+            known.clear()
         for i, entry in enumerate(entries):
             if entry is None or entry[2] & 1 or not table <= entry[1] <= nbytes + 16:
                 left.append(i)
                 continue
             addr, size, _ = entry
-            if pread(view[:table], addr) != table:
-                left.append(i)
-                continue
-            flags, bsize, nb = header(view, size)  # raises on anything c-blosc must not see
-            if nb != nblocks:
-                left.append(i)  # stored as is, or another block size: the careful path
-                continue
+            frame = known.get(addr)
+            if frame is None:
+                if pread(view[:table], addr) != table:
+                    left.append(i)
+                    continue
+                flags, bsize, nb = header(view, size)  # raises on anything c-blosc must not see
+                if nb != nblocks:
+                    left.append(i)  # stored as is, or another block size: the careful path
+                    continue
+                starts = offsets(view, nblocks, size)
+                frame = known[addr] = (bytes(view[:table]), flags, bsize, starts, set())
+            else:
+                view[:table] = frame[0]
+                flags, bsize, starts = frame[1], frame[2], frame[3]
             if bsize != blocksize:  # the blocks holding the items: the same in every chunk of this size
                 blocksize, first, last = bsize, lo * itemsize // bsize, (hi * itemsize - 1) // bsize
-            starts = offsets(view, nblocks, size)
             a, b = span(starts, view, first, last, size)
             if pread(view[a:b], addr + a) != b - a:
                 raise BloscError(f"the chunk at byte {addr} is cut short (a truncated file?)")
-            streams(view, starts, view, first, last, flags, typesize, bsize, nbytes, size)
+            if (first, last) not in frame[4]:
+                streams(view, starts, view, first, last, flags, typesize, bsize, nbytes, size)
+                frame[4].add((first, last))
             if getitem(base, lo, n, dest + i * row) != n * itemsize:
                 raise BloscError(f"blosc could not decode items {lo}..{hi} of the chunk at byte {addr}")
         return left
