@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("after", nargs="?", default="WORKTREE")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--shape", default="200,10,256,256")
+    ap.add_argument("--apart", action="store_true",
+                    help="run each revision's repetitions alone, one process after the other, instead of taking "
+                         "turns (taking turns was seen to slow page faults in one of the two processes)")
     args = ap.parse_args()
     shape = tuple(int(s) for s in args.shape.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,8 +107,10 @@ def main() -> None:
                     for k, tree in trees.items()
                 }
                 times: dict[str, dict[str, list[float]]] = {k: {} for k in procs}
-                for _ in range(args.reps):
-                    for k, p in procs.items():  # take turns
+                order = ([(k,) * args.reps for k in procs] if args.apart else [tuple(procs)] * args.reps)
+                for turn in order:
+                    for k in turn:  # take turns, or (--apart) one revision's repetitions after the other's
+                        p = procs[k]
                         assert p.stdin is not None and p.stdout is not None
                         p.stdin.write("go\n")
                         p.stdin.flush()
@@ -121,7 +126,7 @@ def main() -> None:
                     b, a = statistics.median(times["before"][name]), statistics.median(times["after"][name])
                     print(f"{name:26s} {b * 1e3:10.2f}ms {a * 1e3:10.2f}ms  {a / b:8.2f}")
         finally:
-            for k, tree in trees.items():
+            for tree in trees.values():
                 if tree != REPO:
                     subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
 
