@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import split_dataset
 from split_dataset import SplitDataset, storage
 from split_dataset.errors import CorruptBlockError
-from split_dataset.storage import Codec, reader, threads
+from split_dataset.storage import Codec, parts, threads
 from split_dataset.storage import blosc as _blosc
 
 SHAPE = (12, 3, 32, 40)  # 2560-byte uint16 planes
@@ -124,7 +124,7 @@ def test_trace_decodes_only_some_blocks(tiny, monkeypatch):
     """The window is decoded with getitem, never by decompressing whole chunks."""
     path, x = tiny
     calls = {"getitem": 0, "decompress": 0}
-    getitem, getitem_ptr, decompress = reader._LIB_GETITEM, _blosc.getitem_ptr, _blosc.decompress_ptr
+    getitem, getitem_ptr, decompress = parts._LIB_GETITEM, _blosc.getitem_ptr, _blosc.decompress_ptr
 
     def count(name, fn):
         def counted(*a):
@@ -132,7 +132,7 @@ def test_trace_decodes_only_some_blocks(tiny, monkeypatch):
             return fn(*a)
         return counted
 
-    monkeypatch.setattr(reader, "_LIB_GETITEM", count("getitem", getitem))
+    monkeypatch.setattr(parts, "_LIB_GETITEM", count("getitem", getitem))
     monkeypatch.setattr(_blosc, "getitem_ptr", count("getitem", getitem_ptr))
     monkeypatch.setattr(_blosc, "decompress_ptr", count("decompress", decompress))
     with SplitDataset(path) as ds:

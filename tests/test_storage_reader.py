@@ -21,8 +21,7 @@ import pytest
 
 from split_dataset.errors import BloscError
 from split_dataset.storage import blosc as _blosc
-from split_dataset.storage import reader as reader_mod
-from split_dataset.storage import threads
+from split_dataset.storage import parts, threads
 from split_dataset.storage.chunkindex import hdf5_index
 from split_dataset.storage.handles import BlockHandle, open_block
 from split_dataset.storage.reader import ChunkReader
@@ -282,13 +281,13 @@ def test_getitem_is_used_for_parts(tmp_path, monkeypatch) -> None:
     data = _data("noise")
     ds = save(data, tmp_path / "ds", SHAPE, compression=_blosc_codec(1024), chunks=CHUNKS, fsync=False)
     n = {"getitem": 0}
-    real = reader_mod._LIB_GETITEM
+    real = parts._LIB_GETITEM
 
     def counted(*a: Any) -> int:
         n["getitem"] += 1
         return int(real(*a))
 
-    monkeypatch.setattr(reader_mod, "_LIB_GETITEM", counted)
+    monkeypatch.setattr(parts, "_LIB_GETITEM", counted)
     np.testing.assert_array_equal(_read(ds.block(0), SELECTIONS[2]), _expected(data, SELECTIONS[2]))
     assert n["getitem"] == SHAPE[0]  # one getitem per chunk, no whole-chunk decode
     with ds.block(0) as b:
