@@ -8,7 +8,8 @@
 - ``hdf5``: opening and writing HDF5 block files.
 - ``source``: the seam for bytes (:class:`~split_dataset.storage.source.ByteSource`).
 - ``chunkindex``: where each chunk is stored, validated.
-- ``reader``: :class:`~split_dataset.storage.reader.ChunkReader`, decoding chunks.
+- ``reader``: :class:`~split_dataset.storage.reader.ChunkReader`, decoding chunks;
+  ``parts``: its partial decoding (only the blosc blocks a small window needs).
 - ``handles``: open block files and the per-process handle cache.
 - ``threads``: the codec thread pool and scratch buffers.
 - ``legacymeta``: the metadata of split_dataset < 0.3.
