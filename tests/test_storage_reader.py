@@ -294,3 +294,35 @@ def test_getitem_is_used_for_parts(tmp_path, monkeypatch) -> None:
         assert os.path.exists(b.path)
     ds.block(1 % ds.n_blocks).close()
     np.testing.assert_array_equal(ds[0], data[0])  # closing a handle of block() never touches the dataset's
+
+
+def test_a_frame_changed_in_place_after_a_read_is_validated_again(tmp_path) -> None:
+    """Validation is remembered per frame only for the same header bytes: a header changed while the
+    file is open (a writer of another tool, bit rot) is checked again before c-blosc sees it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from split_dataset import save
+
+    data = _data("noise")
+    ds = save(data, tmp_path / "ds", SHAPE, chunks=CHUNKS, fsync=False)
+    with ds.block(0) as b:
+        addr = b.dset.id.get_chunk_info(0).byte_offset
+    code = textwrap.dedent(f"""
+        import split_dataset
+        from split_dataset.errors import CorruptBlockError
+        ds = split_dataset.open({str(tmp_path / "ds")!r})
+        ds[0, 0]; ds[:, :, 3:9, 5:13]  # validated, remembered
+        with open({str(tmp_path / "ds" / "0000.h5")!r}, "r+b") as f:
+            f.seek({addr} + 3)
+            f.write(bytes([3]))  # typesize 3 for a uint16 array
+        for sel in ((0, 0), (slice(None), slice(None), slice(3, 9), slice(5, 13))):
+            try:
+                ds[sel]
+                print("read")
+            except CorruptBlockError:
+                print("refused")
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[0] == "refused", out
