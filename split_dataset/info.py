@@ -13,10 +13,10 @@ from .dataset import SplitDataset
 from .errors import MetadataError
 from .metadata import Metadata
 from .storage import BLOSC_FILTER, CHECKSUM_FILENAME, SHUFFLE_CODES
+from .storage.codecs import COMPRESSOR_CODES
 
 __all__ = ["block_codec", "info"]
 
-_BLOSC_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}  # blosc's compressor codes
 _SHUFFLES = {code: name for name, code in SHUFFLE_CODES.items()}
 
 
@@ -40,7 +40,7 @@ def block_codec(dset: Any) -> dict[str, Any]:
             cd = tuple(cd)
             return {
                 "name": "blosc",
-                "cname": _BLOSC_CNAMES.get(cd[6] if len(cd) > 6 else 0, "unknown"),
+                "cname": COMPRESSOR_CODES.get(cd[6] if len(cd) > 6 else 0, "unknown"),
                 "clevel": int(cd[4]) if len(cd) > 4 else 5,
                 "shuffle": _SHUFFLES.get(int(cd[5]) if len(cd) > 5 else 1, "unknown"),
             }

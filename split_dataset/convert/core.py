@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..storage import Codec
+from ..write import check_dtype
 from .sinks import write
 from .sources import Source, open_source
 from .spec import Progress, Spec, parse_spec
@@ -134,8 +135,10 @@ def convert(
 
 
 def _check_dtype(dtype: np.dtype) -> None:
-    if dtype.kind not in "biufc" or dtype.hasobject or dtype.names:
-        raise TypeError(f"only numeric arrays can be converted; dtype {dtype} is not supported")
+    try:
+        check_dtype(dtype)  # the one rule for what can be stored
+    except TypeError:
+        raise TypeError(f"only numeric arrays can be converted; dtype {dtype} is not supported") from None
 
 
 def _parse_block(shape_block: Any, shape: tuple[int, ...]) -> tuple[int | None, ...] | None:

@@ -10,7 +10,6 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..dataset import SplitDataset
 from ..errors import SourceError
+from ..storage.hdf5 import open_readonly
 from .attributes import attrs_from
 from .h5source import HDF5Array
 from .spec import Spec, parse_spec
@@ -133,15 +133,6 @@ def _listing(names: Sequence[str], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _h5_open(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as e:
-        if "lock" not in str(e).lower():
-            raise
-    return h5py.File(path, "r", locking=False)
-
-
 def _h5_datasets(f: h5py.File) -> list[str]:
     names: list[str] = []
     f.visititems(lambda name, obj: names.append("/" + name) if isinstance(obj, h5py.Dataset) else None)
@@ -152,7 +143,7 @@ def _open_hdf5(spec: Spec) -> Source:
     if not spec.path.exists():
         raise FileNotFoundError(f"no such file: {str(spec.path)!r}")
     try:
-        f = _h5_open(spec.path)
+        f = open_readonly(spec.path)  # refuses FIFOs and devices, which would block the open
     except OSError as e:
         raise SourceError(f"cannot read {str(spec.path)!r} as an HDF5 file: {' '.join(str(e).split())}") from e
     try:

@@ -10,11 +10,13 @@ import hdf5plugin
 
 from . import blosc as _blosc
 
-__all__ = ["Codec", "BLOSC_FILTER", "SHUFFLE_CODES", "ROW_BLOCKS"]
+__all__ = ["Codec", "BLOSC_FILTER", "SHUFFLE_CODES", "COMPRESSOR_CODES", "ROW_BLOCKS"]
 
 #: HDF5 filter id of blosc (hdf5-blosc, PyTables, hdf5plugin), and blosc's shuffle codes.
 BLOSC_FILTER = 32001
 SHUFFLE_CODES = {"none": 0, "byte": 1, "bit": 2}
+#: the blosc filter's compressor code (its 7th cd_value; absent means blosclz) -> compressor name
+COMPRESSOR_CODES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}
 #: ``Codec.blocksize`` of the default codec: small blocks sized by the chunk's rows (see Codec)
 ROW_BLOCKS = "rows"
 

@@ -231,7 +231,7 @@ class BlockHandle:
 def open_block(
     path: Path, block: tuple[int, ...], root: Path, key: str | None, rdcc_nbytes: int
 ) -> BlockHandle:
-    """Open a block file read-only and find its array (see :func:`_open_readonly` on locking).
+    """Open a block file read-only and find its array (see :func:`.hdf5.open_readonly` on locking).
 
     Refuses (:class:`UnsafeDatasetError`) anything that is not a regular file, and an
     array reached through a link, virtual, or stored in external files; a file that is
