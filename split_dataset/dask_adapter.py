@@ -136,6 +136,7 @@ def _save_blocks(x: da.Array, root: Path, meta: Metadata, options: WriteOptions)
         for one in sums:
             sink.add_sums(one)
         sink.write_checksums()
+        sink.write_chunk_index()
         sink.write_metadata()
         return SplitDataset(root)
 

@@ -23,8 +23,17 @@ from .errors import (
 from .grid import BlockGrid
 from .indexing import Indexer
 from .metadata import Metadata
-from .opening import choose_prefix, read_metadata, resolve_root
-from .storage import METADATA_FILENAME, BlockHandle, HandleCache, block_name, open_block, scan_block_files
+from .opening import choose_prefix, load_chunk_index, read_metadata, resolve_root
+from .storage import (
+    METADATA_FILENAME,
+    BlockHandle,
+    HandleCache,
+    IndexFile,
+    block_name,
+    open_block,
+    open_indexed,
+    scan_block_files,
+)
 
 __all__ = ["SplitDataset", "open", "TruncatedDatasetWarning", "MissingBlocksWarning"]
 
@@ -41,9 +50,11 @@ class SplitDataset(DatasetInfo):
     """A split dataset on disk, indexed like a numpy array.
 
     Opening reads ``stack_metadata.json`` (or the legacy metadata inside the last
-    block), lists the block files and reads one block header; no pixel data. Indexing
-    reads only the blocks the selection touches and, inside each, only the needed
-    hyperslab, straight into the output array.
+    block), lists the block files, reads ``chunk_index.bin`` if there is one, and looks
+    at one block; no pixel data. Indexing reads only the blocks the selection touches
+    and, inside each, only the chunks (or blosc blocks) holding it, straight into the
+    output array. With a chunk index, a block is read without opening its HDF5 file and
+    every whole chunk read is checked against its recorded checksum.
 
     Parameters
     ----------
@@ -54,11 +65,16 @@ class SplitDataset(DatasetInfo):
         default the files are ``0000.h5``, ... or, if there are none, the one
         prefix found in the folder.
     cache_size
-        How many block files stay open (a per-process LRU).
+        How many block files stay open (a per-process LRU; each holds one or two
+        descriptors).
     fill_value
         None (the default) makes reading a missing block raise
         :class:`~split_dataset.errors.MissingBlockError`; a number fills it instead,
         for viewing incomplete data.
+    chunk_index
+        Use the dataset's ``chunk_index.bin`` (True, the default) or ignore it and
+        read every block's chunk index from its HDF5 file. A block whose file is not
+        the one indexed is read through HDF5 either way.
 
     Examples
     --------
@@ -74,12 +90,14 @@ class SplitDataset(DatasetInfo):
         path: str | os.PathLike[str],
         prefix: str | None = None,
         *,
-        cache_size: int = 32,
+        cache_size: int = 128,
         fill_value: Any = None,
+        chunk_index: bool = True,
     ) -> None:
         self._root = resolve_root(path)
         self._prefix_arg = prefix
         self._fill_value = fill_value
+        self._use_index = chunk_index
         self._handles = HandleCache(cache_size)
         self._load()
 
@@ -95,6 +113,8 @@ class SplitDataset(DatasetInfo):
         _, raw, meta = read_metadata(root, present)
         claimed = BlockGrid(meta.shape, meta.shape_block, meta.padding)
         self._loading = (prefix, frozenset(present), meta.data_key, meta.dtype)
+        self._loading_index = (load_chunk_index(root, prefix, meta.data_key, meta.dtype)
+                               if self._use_index else None)
         try:
             shape = self._reconcile(claimed, meta)
             grid = claimed if shape == meta.shape else claimed.with_shape(shape)
@@ -107,8 +127,9 @@ class SplitDataset(DatasetInfo):
                         f"{str(root)!r}: the metadata records no dtype and there is no block to read it from"
                     )
                 dtype = self._handle(max(inside), grid).dtype
+            cindex = self._loading_index
         finally:  # a failed refresh() leaves the state it had
-            del self._loading
+            del self._loading, self._loading_index
         self._raw = raw
         self._prefix = prefix
         self._present = present_set
@@ -116,7 +137,7 @@ class SplitDataset(DatasetInfo):
         self._dtype = dtype
         self._meta = meta if shape == meta.shape else meta.with_shape(shape)
         self._grid = grid
-        self._view = (grid, present_set, prefix, key)
+        self._view = (grid, present_set, prefix, key, cindex)
         if missing:
             names = ", ".join(block_name(i, prefix) for i in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -185,8 +206,21 @@ class SplitDataset(DatasetInfo):
 
     # ------------------------------------------------------------------ block access
 
-    def _opener(self, index: int, grid: BlockGrid, prefix: str, key: str | None) -> Any:
-        return lambda: open_block(self._path(index, prefix), grid.coords(index), self._root, key, _CHUNK_CACHE)
+    def _opener(self, index: int, grid: BlockGrid, prefix: str, key: str | None,
+                cindex: IndexFile | None = None) -> Any:
+        path = self._path(index, prefix)
+        record = cindex.record(index) if cindex is not None else None
+        if record is None:
+            return lambda: open_block(path, grid.coords(index), self._root, key, _CHUNK_CACHE)
+
+        def indexed() -> BlockHandle:  # no HDF5 open, unless the file is not the one indexed
+            try:
+                handle = open_indexed(path, record)
+            except OSError:
+                handle = None  # missing, unreadable: open_block says what is wrong
+            return handle or open_block(path, grid.coords(index), self._root, key, _CHUNK_CACHE)
+
+        return indexed
 
     def block(self, index: int) -> BlockHandle:
         """Block file `index` (C order over the block grid), opened for the caller: its ``path``,
@@ -215,16 +249,17 @@ class SplitDataset(DatasetInfo):
         """Block `index`'s handle, for its shape and dtype only (reads use :meth:`_read_block`)."""
         if hasattr(self, "_loading"):  # while _load() runs
             prefix, _, key, _ = self._loading
+            cindex = self._loading_index
         else:
-            prefix, key = self._prefix, self._key
-        return self._handles.get_or_open(index, self._opener(index, grid or self._grid, prefix, key))
+            prefix, key, cindex = self._prefix, self._key, self._view[4]
+        return self._handles.get_or_open(index, self._opener(index, grid or self._grid, prefix, key, cindex))
 
     def _read_block(self, index: int, view: tuple[Any, ...], local: tuple[Any, ...], buf: np.ndarray,
                     out: tuple[slice, ...]) -> None:
         """``buf[out] = block[local]``, the block's file held open for the read."""
-        grid, _, prefix, key = view
+        grid, _, prefix, key, cindex = view
         cache = self._handles
-        handle = cache.acquire(index, self._opener(index, grid, prefix, key))
+        handle = cache.acquire(index, self._opener(index, grid, prefix, key, cindex))
         try:
             if not handle.checked:
                 self._check_block(handle, grid.coords(index), index, grid)
@@ -237,7 +272,7 @@ class SplitDataset(DatasetInfo):
 
     def _read_into(self, buf: np.ndarray, indexer: Indexer) -> None:
         view = self._view
-        grid, present, prefix, _ = view
+        grid, present, prefix, _, _ = view
         for coords, local, out in indexer.block_reads(grid):
             index = grid.linear(coords)
             if index not in present:
@@ -273,7 +308,7 @@ class SplitDataset(DatasetInfo):
     def _get_in_one_block(self, selection: Any) -> Any:
         """Fast path: integers and step-1 slices inside one block (a frame, a plane, a volume)."""
         sel = selection if type(selection) is tuple else (selection,)
-        grid, present, prefix, key = self._view
+        grid, present, prefix, key, cindex = self._view
         shape, block, nblocks = grid.shape, grid.shape_block, grid.grid_shape
         if len(sel) > len(shape):
             return _MISS
@@ -311,7 +346,7 @@ class SplitDataset(DatasetInfo):
             return _MISS
         sl = tuple(x if type(x) is slice else slice(x, x + 1, 1) for x in local)
         cache = self._handles
-        handle = cache.acquire(index, self._opener(index, grid, prefix, key))
+        handle = cache.acquire(index, self._opener(index, grid, prefix, key, cindex))
         try:
             if not handle.checked:
                 self._check_block(handle, grid.coords(index), index, grid)

@@ -27,6 +27,8 @@ __all__ = [
     "MissingBlocksWarning",
     "SourceError",
     "CorruptSourceError",
+    "ChunkIndexError",
+    "ChunkIndexWarning",
 ]
 
 
@@ -113,6 +115,13 @@ class BloscError(RuntimeError):
     """
 
 
+class ChecksumMismatchError(BloscError):
+    """(Internal, like :class:`BloscError`.) A chunk's stored bytes do not match the checksum
+    ``chunk_index.bin`` recorded for them, although the block file is the one indexed (same
+    size, modification time and inode): its bytes changed in place (bit rot, a damaged disk,
+    a tool writing into it). Reads report it as :class:`CorruptBlockError`, naming the block."""
+
+
 class IndexOverflowError(InvalidIndexError, OverflowError):
     """An integer index beyond the platform's index range (numpy raises OverflowError;
     this is also an IndexError). Internal: not in ``__all__``, raised as numpy would."""
@@ -141,3 +150,14 @@ class CorruptSourceError(CorruptBlockError):
 
     def __str__(self) -> str:
         return f"{str(self.path)!r} is unreadable: {self.detail}"
+
+
+class ChunkIndexError(SplitDatasetError, ValueError):
+    """``chunk_index.bin`` fails a check (damaged, cut short, another version, nonsense
+    fields). Readers ignore such an index, with a :class:`ChunkIndexWarning`, and read the
+    block files through HDF5; ``split-dataset index`` rebuilds it."""
+
+
+class ChunkIndexWarning(UserWarning):
+    """The dataset's ``chunk_index.bin`` was ignored (see :class:`ChunkIndexError`); reads are
+    correct but each first read of a block opens its HDF5 file."""

@@ -107,6 +107,7 @@ class EmptySplitDataset(Blocks):
         sink = self._sink(dtype, key, checksums=True)
         sink.add_sums(dict(zip(self.files, pool().map(sha256_file, [self.root / f for f in self.files]))))
         sink.write_checksums()
+        sink.write_chunk_index()
         sink.write_metadata()
         return SplitDataset(self.root)
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import MetadataError, NotASplitDatasetError
-from .metadata import Metadata
-from .storage import METADATA_FILENAME, read_json, read_legacy_metadata
+import numpy as np
 
-__all__ = ["resolve_root", "choose_prefix", "read_metadata"]
+from .errors import ChunkIndexError, ChunkIndexWarning, MetadataError, NotASplitDatasetError
+from .metadata import Metadata
+from .storage import METADATA_FILENAME, IndexFile, read_index, read_json, read_legacy_metadata
+
+__all__ = ["resolve_root", "choose_prefix", "read_metadata", "load_chunk_index"]
 
 
 def resolve_root(path: str | os.PathLike[str]) -> Path:
@@ -56,3 +59,24 @@ def read_metadata(root: Path, present: dict[int, str]) -> tuple[Path, dict[str, 
         return source, raw, Metadata.from_dict(raw)
     except MetadataError as e:
         raise MetadataError(f"{str(source)!r}: {e}") from e
+
+
+def load_chunk_index(root: Path, prefix: str, key: str | None, dtype: np.dtype | None) -> IndexFile | None:
+    """The dataset's ``chunk_index.bin`` if it has a valid one for these blocks, else None.
+
+    An index that fails a check is ignored with a :class:`~split_dataset.errors.ChunkIndexWarning`;
+    one describing other blocks (another prefix, array or dtype: the files were renamed or
+    rewritten since) is ignored silently, as a stale block record is. Either way reads go
+    through HDF5 as without one.
+    """
+    try:
+        index = read_index(root)
+    except ChunkIndexError as e:
+        warnings.warn(f"{e}; the chunk index is ignored (`split-dataset index` rebuilds it)", ChunkIndexWarning,
+                      stacklevel=4)
+        return None
+    if index is None or not index.n_blocks or index.prefix != prefix:
+        return None
+    if (key is not None and index.data_key != key) or (dtype is not None and index.dtype != dtype):
+        return None
+    return index

@@ -179,6 +179,7 @@ def write_array(data: Any, path: str | os.PathLike[str], shape_block: Sequence[i
             block = np.asarray(data[sink.grid.block_slices(coords)])
             sink.write(index, block.astype(dtype, copy=False) if block.dtype != dtype else block)
         sink.write_checksums()
+        sink.write_chunk_index()
         sink.write_metadata()
     return SplitDataset(root)
 

@@ -336,6 +336,7 @@ def _errors() -> list:
         (E.WriterLockedError("'/data/x' is being written by process 12 on host"), 2),
         (E.SourceError("'x.tif': unknown source type"), 2),
         (E.CorruptSourceError(Path("/data/foreign.h5"), "/data: the blosc frame's nbytes is 2147483647"), 1),
+        (E.ChunkIndexError("'/data/x/chunk_index.bin': its checksum does not match its content"), 1),
         (RecursionError("maximum recursion depth exceeded while decoding a JSON array"), 1),
         (MemoryError(), 1),
         (OverflowError("int too large to convert to float"), 1),

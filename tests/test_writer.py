@@ -64,7 +64,7 @@ def test_block_files_layout(tmp_path) -> None:
     ds = save_fast(arr, tmp_path / "ds", (8,))
     # the dataset keeps 0002.h5 open: h5py.File on it must still work in this process
     assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "0002.h5", "SHA256SUMS",
-                                                          "stack_metadata.json"]
+                                                          "chunk_index.bin", "stack_metadata.json"]
     with h5py.File(ds.root / "0002.h5", "r") as f:
         assert list(f) == ["stack_4D"]
         d = f["stack_4D"]
@@ -116,8 +116,8 @@ def test_overwrite_replaces_only_the_dataset(tmp_path) -> None:
     (tmp_path / "ds" / "notes.txt").write_text("keep me")
     ds = save_fast(np.zeros((4, 4), np.int16), tmp_path / "ds", (2,), overwrite=True)
     assert ds.shape == (4, 4) and ds.dtype == np.int16
-    assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "SHA256SUMS", "notes.txt",
-                                                          "stack_metadata.json"]
+    assert sorted(p.name for p in ds.root.iterdir()) == ["0000.h5", "0001.h5", "SHA256SUMS",
+                                                          "chunk_index.bin", "notes.txt", "stack_metadata.json"]
 
 
 def test_empty_folder_is_fine(tmp_path) -> None:
@@ -334,7 +334,8 @@ def test_temporary_files_of_a_crash_do_not_make_the_folder_non_empty(tmp_path) -
     for name in leftovers:
         (root / name).write_bytes(b"partial")
     ds = save_fast(np.ones((6, 2), "u1"), root, (4,))
-    assert sorted(p.name for p in root.iterdir()) == ["0000.h5", "0001.h5", "SHA256SUMS", "stack_metadata.json"]
+    assert sorted(p.name for p in root.iterdir()) == ["0000.h5", "0001.h5", "SHA256SUMS", "chunk_index.bin",
+                                                      "stack_metadata.json"]
     np.testing.assert_array_equal(ds[:], np.ones((6, 2), "u1"))
 
 
@@ -356,7 +357,7 @@ def test_overwrite_removes_temporary_files_of_ours_only(tmp_path) -> None:
     (root / ".tmpdir.3f2a9c0d1e7b.tmp").mkdir()  # a folder by that name is not ours
     save_fast(np.zeros((3, 2), "u1"), root, (4,), overwrite=True)
     assert sorted(p.name for p in root.iterdir()) == [".tmpdir.3f2a9c0d1e7b.tmp", "0000.h5", "SHA256SUMS",
-                                                       "notes.txt", "stack_metadata.json"]
+                                                       "chunk_index.bin", "notes.txt", "stack_metadata.json"]
 
 
 # ----------------------------------------------------------------------------- one pipeline

@@ -48,6 +48,7 @@ def _exit_code(e: BaseException) -> int | None:
     """The exit code for an exception, or None for a bug (re-raised with its traceback)."""
     from ..errors import (
         BlockMismatchError,
+        ChunkIndexError,
         CorruptBlockError,
         MetadataError,
         MissingBlockError,
@@ -58,7 +59,7 @@ def _exit_code(e: BaseException) -> int | None:
     )
 
     if isinstance(e, (CorruptBlockError, MissingBlockError, BlockMismatchError, UnsafeDatasetError, MetadataError,
-                      WriteError)):
+                      WriteError, ChunkIndexError)):
         return EXIT_DAMAGED  # the data on disk is damaged, or writing failed (checked first: these subclass
         #                      ValueError, OSError, FileNotFoundError)
     if isinstance(e, NotASplitDatasetError):

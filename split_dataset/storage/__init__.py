@@ -11,6 +11,8 @@
 - ``reader``: :class:`~split_dataset.storage.reader.ChunkReader`, decoding chunks;
   ``parts``: its partial decoding (only the blosc blocks a small window needs).
 - ``handles``: open block files and the per-process handle cache.
+- ``indexfile``: ``chunk_index.bin``, every chunk's place and checksum for the whole dataset;
+  ``indexbuild``: a block's record from its file, a block opened from its record.
 - ``threads``: the codec thread pool and scratch buffers.
 - ``legacymeta``: the metadata of split_dataset < 0.3.
 
@@ -33,6 +35,8 @@ from .files import (
 )
 from .handles import BlockHandle, HandleCache, open_block
 from .hdf5 import default_chunks, find_data_key, write_block_atomic
+from .indexbuild import index_block, open_indexed
+from .indexfile import CHUNK_INDEX_FILENAME, BlockRecord, IndexFile, read_index, write_index
 from .layout import (
     CHECKSUM_FILENAME,
     METADATA_FILENAME,
@@ -48,6 +52,7 @@ from .threads import POOL_THREADS, pool, run_shared
 __all__ = [
     "METADATA_FILENAME",
     "CHECKSUM_FILENAME",
+    "CHUNK_INDEX_FILENAME",
     "TMP_SUFFIX",
     "temporary_name",
     "is_temporary_name",
@@ -75,6 +80,12 @@ __all__ = [
     "BlockHandle",
     "HandleCache",
     "open_block",
+    "BlockRecord",
+    "IndexFile",
+    "read_index",
+    "write_index",
+    "index_block",
+    "open_indexed",
     "POOL_THREADS",
     "pool",
     "run_shared",

@@ -8,6 +8,7 @@ validates it before any byte is read through it.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import BloscError
@@ -15,7 +16,7 @@ from ..errors import BloscError
 __all__ = ["Index", "hdf5_index", "check_index"]
 
 #: chunk offset (in items, per axis) -> (byte address, stored size, HDF5 filter mask)
-Index = dict[tuple[int, ...], tuple[int, int, int]]
+Index = Mapping[tuple[int, ...], tuple[int, int, int]]
 
 
 def hdf5_index(dset: Any) -> Index:
@@ -33,7 +34,7 @@ def hdf5_index(dset: Any) -> Index:
     ...     sorted(hdf5_index(d))
     [(2, 0)]
     """
-    index: Index = {}
+    index: dict[tuple[int, ...], tuple[int, int, int]] = {}
     dsid = dset.id
     try:
         dsid.chunk_iter(lambda c: index.__setitem__(c.chunk_offset, (c.byte_offset, c.size, c.filter_mask)))

@@ -126,6 +126,18 @@ class BlockHandle:
             source.close()
             self.source = None
 
+    @classmethod
+    def indexed(cls, path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...],
+                source: ByteSource, reader: ChunkReader) -> BlockHandle:
+        """A ``"direct"`` handle whose chunk index came from ``chunk_index.bin``: no HDF5 file is
+        open (``file`` and ``dset`` are None)."""
+        self = cls.__new__(cls)
+        self.file = self.dset = None
+        self.path, self.name, self.shape, self.dtype, self.chunks = path, name, shape, dtype, chunks
+        self.checked, self.users, self.retired, self.mode, self.refusal = False, 0, False, "direct", ""
+        self.source, self.reader = source, reader
+        return self
+
     def _refuse(self, why: str) -> None:
         self.mode, self.refusal = "refused", why
 
@@ -142,7 +154,8 @@ class BlockHandle:
         """Close the file (and the source of direct chunk reads). Idempotent."""
         if self.source is not None:
             self.source.close()
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
     @property
     def direct(self) -> bool:
@@ -286,6 +299,7 @@ class HandleCache:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._items: OrderedDict[int, BlockHandle] = OrderedDict()
+        self._generation = 0  # counts clear(): a handle opened across one is not cached
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # forked: forget the parent's handles without touching them
@@ -297,14 +311,25 @@ class HandleCache:
         """The handle of block `index` (opened with ``opener()`` if it is not cached), in use
         until :meth:`release`."""
         self._check_pid()
-        dropped: list[BlockHandle] = []
         with self._lock:
             item = self._items.get(index)
             if item is not None:
                 self._items.move_to_end(index)
+                item.users += 1
+                return item
+            generation = self._generation
+        fresh = opener()  # outside the lock: other blocks are read (and opened) meanwhile
+        dropped: list[BlockHandle] = []
+        with self._lock:
+            item = self._items.get(index)
+            if generation != self._generation:  # cleared meanwhile: this read only, then closed
+                fresh.retired = True
+                item = fresh
+            elif item is not None:  # another thread opened it first: use theirs
+                self._items.move_to_end(index)
+                dropped.append(fresh)
             else:
-                item = opener()
-                self._items[index] = item
+                item = self._items[index] = fresh
                 while len(self._items) > self.maxsize:
                     old = self._items.popitem(last=False)[1]
                     old.retired = True
@@ -334,6 +359,7 @@ class HandleCache:
         """Drop every cached file: close those no read uses now, the others when their reads end."""
         self._check_pid()
         with self._lock:
+            self._generation += 1
             items, self._items = list(self._items.values()), OrderedDict()
             idle = []
             for item in items:

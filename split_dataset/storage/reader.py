@@ -27,10 +27,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..errors import BloscError
+from ..errors import BloscError, ChecksumMismatchError
 from ..selection import as_slice as _as_slice
 from . import blosc as _blosc
 from .chunkindex import Index, check_index
+from .indexfile import chunk_hash
 from .parts import PartialDecoding
 from .source import ByteSource
 from .threads import bytes_of, part_buffers, run_shared, scratch
@@ -84,6 +85,7 @@ class ChunkReader(PartialDecoding):
         "_check",
         "_fill",
         "_frames",
+        "_hashes",
         "_index",
         "_itemwise",
         "_loader",
@@ -112,6 +114,7 @@ class ChunkReader(PartialDecoding):
         # blosc_getitem counts in the frame's type size, which is 1 for items over 255 bytes
         self._itemwise = check.typesize == dtype.itemsize
         self._index: Index | None = None
+        self._hashes: Callable[[tuple[int, ...]], int | None] | None = None  # recorded chunk checksums
         self._strides = tuple(math.prod(chunks[k + 1:]) for k in range(len(chunks)))  # C strides, in items
         self._bstrides = tuple(st * dtype.itemsize for st in self._strides)  # the same in bytes
         self._nbytes = self._strides[0] * chunks[0] * dtype.itemsize  # bytes of a chunk
@@ -126,7 +129,9 @@ class ChunkReader(PartialDecoding):
     def load_index(self) -> Index:
         """The chunk index, loaded and validated once (:func:`~split_dataset.storage.chunkindex.check_index`)."""
         index = self._loader()
-        check_index(index, self.source.size(), self._nbytes, self._trailer, self._skipped)
+        if not getattr(index, "validated", False):  # an index file's entries were validated when it was read
+            check_index(index, self.source.size(), self._nbytes, self._trailer, self._skipped)
+        self._hashes = getattr(index, "hash_of", None)
         self._index = index
         return index
 
@@ -188,11 +193,15 @@ class ChunkReader(PartialDecoding):
             if size != nbytes + self._trailer:
                 raise BloscError(f"chunk at byte {addr} is stored unfiltered in {size} bytes; it holds {nbytes}")
             src.read_exactly(bytes_of(chunk), addr)
+            if self._hashes is not None:
+                self._verify(offset, addr, bytes_of(chunk)[:size])
             return chunk
         _, view, _, _, ptr, _ = part_buffers(nbytes, self.dtype)
         if size > nbytes + 16 + self._trailer:
             raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
         src.read_exactly(view[:size], addr)
+        if self._hashes is not None:
+            self._verify(offset, addr, view[:size])
         size -= self._trailer
         seen = self._seen.get(addr)
         if seen is None or view[:len(seen)] != seen:  # validated before? the same bytes, compared
@@ -206,6 +215,15 @@ class ChunkReader(PartialDecoding):
             self._seen[addr] = bytes(view[:16 + 4 * nblocks])
         _blosc.decompress_ptr(ptr, chunk, nbytes)
         return chunk
+
+    def _verify(self, offset: tuple[int, ...], addr: int, stored: memoryview) -> None:
+        """Compare a chunk's stored bytes with the checksum the chunk index recorded."""
+        expected = self._hashes(offset)  # type: ignore[misc]
+        if expected is not None and chunk_hash(stored) != expected:
+            raise ChecksumMismatchError(
+                f"the chunk at {offset} (bytes {addr}..{addr + len(stored)}) does not match the checksum "
+                "chunk_index.bin recorded for it: its stored bytes changed since the block was indexed"
+            )
 
     def validate(self, local: tuple[Any, ...] | None = None) -> None:
         """Validate, without decoding, the blosc frame (header, block offsets) of every stored

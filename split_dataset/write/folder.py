@@ -26,7 +26,14 @@ from pathlib import Path
 from ..grid import BlockGrid
 from ..locks import LOCK_FILENAME, WriterLock, refuse_if_written
 from ..metadata import Metadata
-from ..storage import CHECKSUM_FILENAME, METADATA_FILENAME, is_temporary_name, read_json, scan_block_files
+from ..storage import (
+    CHECKSUM_FILENAME,
+    CHUNK_INDEX_FILENAME,
+    METADATA_FILENAME,
+    is_temporary_name,
+    read_json,
+    scan_block_files,
+)
 
 __all__ = ["is_temporary_name", "is_empty_folder", "prepare_folder", "claim_folder", "lock_folder", "reuse_folder"]
 
@@ -83,6 +90,7 @@ def _remove_old_dataset(path: Path) -> None:
                 n_old = None
         meta.unlink()  # first: the folder no longer claims the old blocks (a link: the link goes)
     (path / CHECKSUM_FILENAME).unlink(missing_ok=True)  # unlink never follows a link
+    (path / CHUNK_INDEX_FILENAME).unlink(missing_ok=True)
     for index, name in scan_block_files(path).get("", {}).items():  # only our own names
         if n_old is None or index < n_old:
             (path / name).unlink(missing_ok=True)

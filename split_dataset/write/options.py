@@ -108,6 +108,9 @@ class WriteOptions:
         Record each block's SHA-256 in ``SHA256SUMS`` (docs/format.md §7).
     fsync
         Flush each file to the disk before renaming it into place (docs/format.md §9).
+    chunk_index
+        Write ``chunk_index.bin`` (docs/format.md §8a) when the dataset is finished, so
+        readers open no HDF5 file on a first read and check every chunk's checksum.
     resolution, units, axis_order, frame_interval
         Physical metadata (docs/format.md §5); None: the default.
     attrs
@@ -129,6 +132,7 @@ class WriteOptions:
     chunks: tuple[int, ...] | None = None
     checksums: bool = True
     fsync: bool = True
+    chunk_index: bool = True
     resolution: tuple[float, ...] | None = None
     units: tuple[str, ...] | None = None
     axis_order: str | None = None

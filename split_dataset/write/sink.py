@@ -6,6 +6,7 @@ every writer, in the order of docs/format.md §10.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -13,19 +14,24 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BlockMismatchError
+from ..errors import BlockMismatchError, ChunkIndexError
 from ..grid import BlockGrid
 from ..metadata import Metadata
 from ..storage import (
+    CHUNK_INDEX_FILENAME,
     METADATA_FILENAME,
+    BlockRecord,
     Codec,
     block_name,
     fsync_dir,
     fsync_file,
+    index_block,
     pool,
+    read_index,
     sha256_file,
     write_block_atomic,
     write_checksums,
+    write_index,
     write_json_atomic,
 )
 from .options import WriteOptions
@@ -61,6 +67,7 @@ class BlockSink:
         fsync: bool = True,
         checksums: bool = True,
         defer_fsync: bool = False,
+        chunk_index: bool = True,
     ) -> None:
         self.root = Path(root)
         self.meta = meta
@@ -74,6 +81,8 @@ class BlockSink:
         self._syncing: list[Future[None]] = []
         self._sync_pool: ThreadPoolExecutor | None = None
         self._sums: dict[str, str | Future[str]] = {}  # name -> hex digest, or a Future of one
+        self.chunk_index = chunk_index
+        self._records: dict[int, Future[BlockRecord | None]] = {}  # block -> its chunk-index record
         self.grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
 
     @classmethod
@@ -81,7 +90,8 @@ class BlockSink:
                     defer_fsync: bool = False) -> BlockSink:
         """A sink writing with `options` (codec, fsync, checksums unless `checksums` says otherwise)."""
         return cls(root, meta, options.codec, fsync=options.fsync,
-                   checksums=options.checksums if checksums is None else checksums, defer_fsync=defer_fsync)
+                   checksums=options.checksums if checksums is None else checksums, defer_fsync=defer_fsync,
+                   chunk_index=options.chunk_index)
 
     def expected_shape(self, index: int) -> tuple[int, ...]:
         """Shape block `index` must have."""
@@ -110,6 +120,9 @@ class BlockSink:
             self._syncing.append(self._sync_pool.submit(fsync_file, path))
         if self.checksums:  # hashed on the pool while the next block is compressed
             self._sums[path.name] = pool().submit(sha256_file, path)
+        if self.chunk_index:  # indexed on the pool too, from the file as it is on disk
+            coords = self.grid.coords(index) if index < self.grid.n_blocks else (index,) + (0,) * (self.grid.ndim - 1)
+            self._records[index] = pool().submit(index_block, path, index, coords, self.meta.data_key)
         return path
 
     @property
@@ -142,6 +155,44 @@ class BlockSink:
         if self.checksums:
             self.sync()
             write_checksums(self.root, self.sums, fsync=self.fsync)
+
+    def write_chunk_index(self, n_blocks: int | None = None) -> None:
+        """Replace ``chunk_index.bin`` with one describing every block of the grid (or the first
+        `n_blocks`, for a growing dataset) on disk now.
+
+        Blocks this sink wrote are indexed as they were written; the others (written by
+        other processes, or before a resume) keep their record from the index already
+        there when their file is still the one it describes, else are indexed from their
+        file. A block that cannot be indexed is left out (it reads through HDF5).
+        """
+        if not self.chunk_index:
+            return
+        self.sync()
+        try:
+            old = read_index(self.root, self.prefix)
+        except ChunkIndexError:
+            old = None
+        records = []
+        n = self.grid.n_blocks if n_blocks is None else n_blocks
+        for index in range(n):
+            path = self.root / block_name(index, self.prefix)
+            coords = self.grid.coords(index) if index < self.grid.n_blocks else (index,) + (0,) * (self.grid.ndim - 1)
+            future = self._records.get(index)
+            try:
+                if future is not None:
+                    record = future.result()
+                else:
+                    record = old.record(index) if old is not None else None
+                    if record is None or not record.matches(os.stat(path)):
+                        record = index_block(path, index, coords, self.meta.data_key)
+            except (OSError, ValueError, RuntimeError):  # missing or unreadable: left out, HDF5 says why
+                continue
+            if record is not None:
+                records.append(record)
+        if records:
+            write_index(self.root, records, self.prefix, fsync=self.fsync)
+        else:  # nothing this package reads directly (gzip, uncompressed): no index, and no stale one
+            (self.root / CHUNK_INDEX_FILENAME).unlink(missing_ok=True)
 
     def write_metadata(self, meta: Metadata | None = None) -> None:
         """Replace ``stack_metadata.json`` atomically, once the blocks it describes are on the disk."""

@@ -1,0 +1,106 @@
+"""Between block files and ``chunk_index.bin``: a block's record from its HDF5 file
+(:func:`index_block`), and a block opened from its record without HDF5 (:func:`open_indexed`)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+
+from . import blosc as _blosc
+from .codecs import BLOSC_FILTER
+from .handles import BlockHandle, open_block
+from .indexfile import BlockEntries, BlockRecord, chunk_hash, scan_entries
+from .reader import ChunkReader
+from .source import LocalFile
+from .threads import part_buffers
+
+__all__ = ["index_block", "open_indexed"]
+
+
+def index_block(path: Path, block: int, coords: tuple[int, ...], key: str | None) -> BlockRecord | None:
+    """The index record of block file `path`: its identity, array, and every stored chunk's
+    address, size and checksum; each chunk's blosc frame validated (header and block offsets)
+    on the way. None for a block whose chunks this package does not read itself (not blosc
+    alone, not chunked, refused): it is left out of the index and read through HDF5.
+
+    Raises what opening the block raises, and :class:`~split_dataset.errors.BloscError` for
+    a damaged chunk index or frame.
+
+    Examples
+    --------
+    >>> import numpy as np, split_dataset, tempfile, os, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp()) / "ds"
+    >>> _ = split_dataset.save(np.zeros((4, 8, 8), "uint16"), root, (2, 8, 8), fsync=False)
+    >>> r = index_block(root / "0000.h5", 0, (0, 0, 0), None)
+    >>> r.shape, r.chunks, len(r.entries)
+    ((2, 8, 8), (1, 8, 8), 2)
+    """
+    handle = open_block(Path(path), coords, Path(path).parent, key, 0)
+    try:
+        reader = handle.reader
+        if handle.mode != "direct" or reader is None or handle.chunks is None:
+            return None
+        source = handle.source
+        assert isinstance(source, LocalFile) and source.fd is not None
+        st = os.fstat(source.fd)
+        index = reader.load_index()  # validated: inside the file, no shared bytes
+        offsets = sorted(index)
+        infos = [index[o] for o in offsets]
+        check = reader._check
+        assert check is not None
+        view = part_buffers(reader._nbytes, handle.dtype)[1]
+        hashes = []
+        for addr, size, mask in infos:
+            stored = view[:size]
+            source.read_exactly(stored, addr)
+            if not mask & 1:
+                nblocks = check.header(stored, size)[2]
+                if nblocks:
+                    check.offsets(stored, nblocks, size)
+            hashes.append(chunk_hash(stored))
+        plist = handle.dset.id.get_create_plist()
+        cd: tuple[int, ...] = ()
+        for i in range(plist.get_nfilters()):
+            fid, _, values, _ = plist.get_filter(i)
+            if fid == BLOSC_FILTER:
+                cd = tuple(values)
+        fill = np.asarray(handle.dset.fillvalue, handle.dtype).tobytes()
+        return BlockRecord(
+            block, handle.name, handle.dtype, fill, st.st_size, st.st_mtime_ns, st.st_ino, tuple(handle.shape),
+            tuple(handle.chunks), cd[5] if len(cd) > 5 else 1, cd[6] if len(cd) > 6 else 0,  # the filter's defaults
+            scan_entries(offsets, infos, hashes, tuple(handle.shape), tuple(handle.chunks)),
+        )
+    finally:
+        handle.close()
+
+
+def open_indexed(path: Path, record: BlockRecord) -> BlockHandle | None:
+    """Block file `path` opened from its index record, without HDF5: None (nothing kept open)
+    when the file is not the one indexed (replaced, changed, copied without its times) or
+    its chunks cannot be read directly here; the caller then opens it through HDF5.
+
+    Raises what ``os.open`` raises (a missing file: ``FileNotFoundError``).
+    """
+    if not _blosc.available():
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not record.matches(st):
+            os.close(fd)
+            return None
+        source = LocalFile(path, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    itemsize = record.dtype.itemsize
+    nbytes = int(np.prod(record.chunks)) * itemsize
+    check = _blosc.FrameCheck(nbytes, itemsize, record.shuffle if record.shuffle >= 0 else None,
+                              record.compressor if record.compressor >= 0 else None)
+    entries = BlockEntries(record.entries, record.shape, record.chunks)
+    fill = np.frombuffer(record.fill, record.dtype)[0]
+    reader = ChunkReader(source, lambda: entries, record.chunks, record.dtype, check, fill)
+    return BlockHandle.indexed(Path(path), record.name, record.shape, record.dtype, record.chunks, source, reader)
