@@ -21,6 +21,7 @@ from importlib.metadata import version as _version
 from typing import Any
 
 from . import errors, writer
+from .chunk_index import build_chunk_index
 from .dataset import SplitDataset, open
 from .legacy import Blocks, EmptySplitDataset, save_to_split_dataset
 from .storage import Codec
@@ -103,6 +104,7 @@ __all__ = [
     "save",
     "SplitDatasetWriter",
     "to_dask",
+    "build_chunk_index",
     "Codec",
     "errors",
     "Blocks",

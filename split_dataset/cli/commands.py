@@ -11,7 +11,7 @@ import argparse
 from .exits import EXIT_DAMAGED, EXIT_OK
 from .format import _Bar, _checksum_summary, _dims, _dumps, format_info
 
-__all__ = ["cmd_convert", "cmd_export_vds", "cmd_info", "cmd_verify"]
+__all__ = ["cmd_convert", "cmd_export_vds", "cmd_index", "cmd_info", "cmd_verify"]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -43,6 +43,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_DAMAGED
 
 
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from ..chunk_index import build_chunk_index
+
+    s = build_chunk_index(args.path, rebuild=args.rebuild)
+    if args.json:
+        print(_dumps(s.to_dict(), indent=2))
+        return EXIT_OK
+    for name, why in sorted(s.skipped.items()):
+        print(f"{name}: {why}")
+    if s.indexed:
+        print(f"wrote {s.path}: {s.indexed} of {s.n_blocks} blocks, {s.n_chunks} chunks ({s.bytes} bytes; "
+              f"{s.reused} unchanged records kept) in {s.seconds:.2f} s")
+    else:
+        print(f"no block of {s.path.parent} can be indexed; no chunk_index.bin written")
+    return EXIT_OK
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from .commands import cmd_convert, cmd_export_vds, cmd_info, cmd_verify
+from .commands import cmd_convert, cmd_export_vds, cmd_index, cmd_info, cmd_verify
 from .demo import cmd_demo
 from .exits import EXIT_CODES_HELP, PROG
 from .format import _wrap
@@ -78,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
             f"examples:\n  {PROG} verify fish1/raw && echo whole\n  {PROG} verify fish1/raw --json")
     p.add_argument("path", metavar="PATH", help="the dataset folder")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+    p = add("index", cmd_index, "write chunk_index.bin, so first reads skip HDF5 and chunks are checksummed",
+            "Write the dataset's chunk_index.bin: for every block file its size, modification time and inode, and "
+            "for every chunk its place in the file and an XXH3-64 checksum of its stored bytes. Readers then open "
+            "no HDF5 file on the first read of a block and check every whole chunk they read against its "
+            "checksum. Writers of this package write it themselves; this command is for datasets from the old "
+            "package, acquisition programs, killed writers, or copies that lost their file times (a block whose "
+            "file changed is ignored by readers until the index is rebuilt). Only blocks new or changed since "
+            "the last index are read, unless --rebuild.",
+            f"examples:\n  {PROG} index fish1/raw\n  {PROG} index fish1/raw --rebuild --json")
+    p.add_argument("path", metavar="PATH", help="the dataset folder")
+    p.add_argument("--rebuild", action="store_true", help="read and checksum every block again")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     p = add("convert", cmd_convert, "copy an array between split datasets, HDF5, .npy and zarr",
             "Copy an array from SRC to DST block by block (memory stays bounded), carrying resolution, units, "

@@ -379,7 +379,7 @@ def _check_blocks(blocks: np.ndarray, entries: np.ndarray, itemsize: int, where:
     starts = np.concatenate([[0], np.cumsum(count, dtype=np.uint64)[:-1]]).astype(np.uint64)
     if np.any(first != starts) or int(count.sum(dtype=np.uint64)) != len(entries):
         raise _fail(where, "the blocks' chunk ranges do not tile the chunk table")
-    if np.any(shape < 1) or np.any(shape >= 1 << 40) or np.any(chunks < 1) or np.any(chunks > shape):
+    if np.any(shape < 1) or np.any(shape >= 1 << 40) or np.any(chunks < 1) or np.any(chunks >= 1 << 40):
         raise _fail(where, "a block's shape or chunk shape is out of range")
     if (np.any(~np.isin(blocks["shuffle"], (-1, 0, 1, 2)))
             or np.any(~np.isin(blocks["compressor"], (-1, 0, 1, 2, 3, 4, 5)))):
