@@ -12,7 +12,7 @@ from typing import Any
 from .dataset import SplitDataset
 from .errors import MetadataError
 from .metadata import Metadata
-from .storage import BLOSC_FILTER, CHECKSUM_FILENAME, SHUFFLE_CODES
+from .storage import BLOSC_FILTER, CHECKSUM_FILENAME, SHUFFLE_CODES, IndexFile
 from .storage.codecs import COMPRESSOR_CODES
 
 __all__ = ["block_codec", "info"]
@@ -61,7 +61,9 @@ def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str
     ``compression_ratio`` (nbytes / bytes_on_disk, None if nothing is on disk),
     ``axis_order``, ``resolution``, ``units``, ``frame_interval``, ``frame_rate``,
     ``attrs``, ``complete`` (True, False or None when the writer did not say),
-    ``checksums`` (whether ``SHA256SUMS`` exists) and ``warnings`` (what opening said).
+    ``checksums`` (whether ``SHA256SUMS`` exists), ``chunk_index`` (None without a valid
+    ``chunk_index.bin``, else ``{"blocks": indexed blocks, "current": those whose file is
+    still the one indexed}``) and ``warnings`` (what opening said).
 
     Examples
     --------
@@ -122,5 +124,20 @@ def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str
             "attrs": dict(ds.attrs),
             "complete": ds.complete,
             "checksums": (root / CHECKSUM_FILENAME).is_file(),
+            "chunk_index": _index_state(ds._view[4], files, present),
             "warnings": [str(w.message) for w in caught],
         }
+
+
+def _index_state(index: IndexFile | None, files: Any, present: list[int]) -> dict[str, int] | None:
+    """How much of the dataset ``chunk_index.bin`` describes: blocks in it, and those still current."""
+    if index is None:
+        return None
+    current = 0
+    for i in present:
+        record = index.record(i)
+        try:
+            current += record is not None and record.matches(os.stat(files[i]))
+        except OSError:
+            pass
+    return {"blocks": index.n_blocks, "current": current}

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .dataset import SplitDataset
-from .errors import CorruptBlockError, MetadataError, TruncatedDatasetWarning
+from .errors import ChunkIndexError, CorruptBlockError, MetadataError, TruncatedDatasetWarning
 from .grid import BlockGrid
 from .info import block_codec, info
 from .locks import LOCK_FILENAME, live_writer, writer_gone
@@ -37,12 +37,15 @@ from .metadata import Metadata
 from .opening import choose_prefix, read_metadata, resolve_root
 from .storage import (
     CHECKSUM_FILENAME,
+    CHUNK_INDEX_FILENAME,
     METADATA_FILENAME,
     BlockHandle,
     block_name,
+    index_block,
     open_block,
     pool,
     read_checksums,
+    read_index,
     scan_block_files,
     sha256_file,
 )
@@ -249,6 +252,7 @@ def verify(
             report.problems.append(
                 Problem(name, "mismatch", f"block {grid.coords(index)} holds {dt}; {where} {expected_dtype}")
             )
+    _check_chunk_index(root, prefix, grid, present, meta.data_key, report)
     if report.n_checksums_pending:
         names = [block_name(i, prefix) for i in sorted(pending)]
         shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
@@ -381,3 +385,54 @@ def _read_sums(root: Path) -> tuple[dict[str, str] | None, Problem | None]:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def _check_chunk_index(root: Path, prefix: str, grid: BlockGrid, present: Any, key: str | None,
+                       report: VerifyReport) -> None:
+    """``chunk_index.bin``: a damaged one is a problem; a block whose file is the one indexed
+    must still have the indexed chunks, with the recorded checksums; stale records are a note."""
+    try:
+        index = read_index(root, prefix)
+    except ChunkIndexError as e:
+        report.problems.append(Problem(CHUNK_INDEX_FILENAME, "corrupt", f"{_one_line(e)}; readers ignore it "
+                                       "(`split-dataset index --rebuild` writes it again)"))
+        return
+    if index is None:
+        return
+    stale = []
+    for record in index.records():
+        name = block_name(record.block, prefix)
+        if record.block not in present or record.block >= grid.n_blocks:
+            continue
+        try:
+            if not record.matches(os.stat(root / name)):
+                stale.append(name)
+                continue
+            fresh = index_block(root / name, record.block, grid.coords(record.block), key)
+        except (OSError, ValueError, RuntimeError):
+            continue  # the block itself is reported above
+        if fresh is None or not np.array_equal(fresh.entries, record.entries):
+            report.problems.append(Problem(name, "changed", _index_difference(record.entries, fresh)))
+    if stale:
+        shown = ", ".join(stale[:3]) + (" ..." if len(stale) > 3 else "")
+        report.notes.append(f"{CHUNK_INDEX_FILENAME} is out of date for {len(stale)} block(s) ({shown}): replaced or "
+                            "copied since it was written; readers read them through HDF5 (`split-dataset index` "
+                            "updates it)")
+
+
+def _index_difference(recorded: np.ndarray, fresh: Any) -> str:
+    """What differs between a block's chunks as indexed and as they are now."""
+    if fresh is None:
+        return f"its chunks can no longer be read directly, but {CHUNK_INDEX_FILENAME} indexed them"
+    now = {int(e["chunk"]): e for e in fresh.entries}
+    for e in recorded:
+        other = now.get(int(e["chunk"]))
+        if other is None:
+            return f"chunk {int(e['chunk'])} is indexed in {CHUNK_INDEX_FILENAME} but no longer stored"
+        if other["hash"] != e["hash"]:
+            return (f"chunk {int(e['chunk'])} (bytes {int(e['addr'])}..{int(e['addr']) + int(e['size'])}) does not "
+                    f"match its checksum in {CHUNK_INDEX_FILENAME}: its bytes changed in place since the block was "
+                    "indexed (size, time and inode unchanged)")
+        if (other["addr"], other["size"]) != (e["addr"], e["size"]):
+            return f"chunk {int(e['chunk'])} moved within the file since {CHUNK_INDEX_FILENAME} was written"
+    return f"it stores chunks {CHUNK_INDEX_FILENAME} does not list, although the file is the one indexed"

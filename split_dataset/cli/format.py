@@ -163,6 +163,15 @@ def format_info(d: dict[str, Any]) -> str:
                 None: "not recorded by the writer"}[d["complete"]]
     rows.append(("complete", complete))
     rows.append(("checksums", "yes (SHA256SUMS)" if d["checksums"] else "no (written before checksums existed)"))
+    if "chunk_index" in d:
+        ci = d["chunk_index"]
+        if ci is None:
+            rows.append(("index", "no chunk_index.bin (`split-dataset index` writes one for blosc blocks)"))
+        elif ci["current"] < d["n_blocks_present"]:
+            rows.append(("index", f"chunk_index.bin: {ci['current']} of {d['n_blocks_present']} blocks current (the "
+                                  "others changed since, or were never indexed; `split-dataset index` updates it)"))
+        else:
+            rows.append(("index", f"chunk_index.bin: all {ci['current']} blocks"))
     for w in d.get("warnings", []):
         rows.append(("warning", " ".join(w.split())))
     width = max(len(k) for k, _ in rows) + 2

@@ -26,7 +26,9 @@ import bisect
 import json
 import math
 import os
+import stat
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ import numpy as np
 import xxhash
 
 from ..errors import ChunkIndexError
-from .files import open_regular, write_bytes_atomic
+from .files import write_bytes_atomic
 
 __all__ = ["CHUNK_INDEX_FILENAME", "ChunkIndexError", "BlockRecord", "IndexFile", "BlockEntries", "read_index",
            "write_index", "encode_index", "chunk_hash"]
@@ -285,25 +287,49 @@ def read_index(root: Path, prefix: str | None = None) -> IndexFile | None:
     True
     """
     path = Path(root) / CHUNK_INDEX_FILENAME
-    if not os.path.lexists(path):
+    try:  # never through a symbolic link (it could lead to another dataset's index)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
         return None
-    try:
-        fd = open_regular(path)
     except OSError as e:
-        raise ChunkIndexError(f"{str(path)!r} cannot be opened: {e}") from None
+        why = "it is a symbolic link (not followed)" if os.path.islink(path) else f"it cannot be opened ({e})"
+        raise ChunkIndexError(f"{str(path)!r}: {why}") from None
     try:
-        size = os.fstat(fd).st_size
-        if size > MAX_FILE_BYTES:
-            raise ChunkIndexError(f"{str(path)!r} has {size} bytes, more than an index is allowed ({MAX_FILE_BYTES})")
-        data = bytearray(size)
-        if os.preadv(fd, (data,), 0) != size:
-            raise ChunkIndexError(f"{str(path)!r} changed while it was read")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ChunkIndexError(f"{str(path)!r} is not a regular file")
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with _CACHE_LOCK:
+            index = _CACHE.get(key)
+        if index is None:
+            index = _read_fd(fd, st.st_size, path)
+            with _CACHE_LOCK:
+                _CACHE[key] = index
+                while len(_CACHE) > 8:
+                    del _CACHE[next(iter(_CACHE))]
     finally:
         os.close(fd)
+    if prefix is not None and index.prefix != prefix:
+        raise _fail(str(path), f"it indexes blocks of prefix {index.prefix!r}, the dataset's is {prefix!r}")
+    index.root = Path(root)
+    return index
+
+
+#: validated index files by (device, inode, size, mtime): a dataset opened again in this process
+#: reads its index once (the same identity rule as the block records)
+_CACHE: dict[tuple[int, int, int, int], IndexFile] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _read_fd(fd: int, size: int, path: Path) -> IndexFile:
+    if size > MAX_FILE_BYTES:
+        raise ChunkIndexError(f"{str(path)!r} has {size} bytes, more than an index is allowed ({MAX_FILE_BYTES})")
+    data = bytearray(size)
+    if os.preadv(fd, (data,), 0) != size:
+        raise ChunkIndexError(f"{str(path)!r} changed while it was read")
     try:
-        index = read_index_bytes(bytes(data), str(path), prefix)
-        index.root = Path(root)
-        return index
+        return read_index_bytes(bytes(data), str(path))
     except ChunkIndexError:
         raise
     except (ValueError, TypeError, KeyError, OverflowError, struct.error) as e:  # a field of an unexpected type
@@ -381,8 +407,8 @@ def _check_blocks(blocks: np.ndarray, entries: np.ndarray, itemsize: int, where:
         raise _fail(where, "the blocks' chunk ranges do not tile the chunk table")
     if np.any(shape < 1) or np.any(shape >= 1 << 40) or np.any(chunks < 1) or np.any(chunks >= 1 << 40):
         raise _fail(where, "a block's shape or chunk shape is out of range")
-    if (np.any(~np.isin(blocks["shuffle"], (-1, 0, 1, 2)))
-            or np.any(~np.isin(blocks["compressor"], (-1, 0, 1, 2, 3, 4, 5)))):
+    shuffle, compressor = blocks["shuffle"], blocks["compressor"]
+    if shuffle.min() < -1 or shuffle.max() > 2 or compressor.min() < -1 or compressor.max() > 5:
         raise _fail(where, "a block's blosc shuffle or compressor code is unknown")
     chunk_bytes = np.prod(chunks.astype(np.float64), axis=1) * itemsize
     block_bytes = np.prod(shape.astype(np.float64), axis=1) * itemsize
