@@ -29,8 +29,13 @@ def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
     Every link on the way to it must be a hard link inside the file: an external or soft
     link, anywhere on a path like ``grp/stack_3D``, raises :class:`UnsafeDatasetError`.
     """
+    if preferred:  # the usual case: found without listing the file's root group
+        try:
+            return _hard_path(f, preferred)
+        except KeyError:
+            pass
     names = sorted(k for k in f if k.startswith("stack") and k != "stack_metadata")
-    for name in ([preferred] if preferred else []) + names:
+    for name in names:
         try:
             return _hard_path(f, name)
         except KeyError:
