@@ -61,9 +61,9 @@ def to_dask(dataset: SplitDataset | str | os.PathLike[str], chunks: Any = None) 
     )
 
 
-def _write_block(sink: BlockSink, index: int, block: np.ndarray[Any, Any]) -> dict[str, str]:
+def _write_block(sink: BlockSink, index: int, block: np.ndarray[Any, Any]) -> tuple[dict[str, str], Any]:
     name = sink.write(index, np.asarray(block)).name
-    return {name: sink.digest(name)} if sink.checksums else {}
+    return ({name: sink.digest(name)} if sink.checksums else {}), sink.records_of((index,))
 
 
 def save_dask(
@@ -132,9 +132,10 @@ def _save_blocks(x: da.Array, root: Path, meta: Metadata, options: WriteOptions)
     write = delayed(_write_block, pure=False)
     tasks = [write(sink, sink.grid.linear(coords), blocks[coords]) for coords in sink.grid.iter_coords()]
 
-    def finish(sums: list[dict[str, str]]) -> SplitDataset:
-        for one in sums:
-            sink.add_sums(one)
+    def finish(results: list[tuple[dict[str, str], Any]]) -> SplitDataset:
+        for sums, records in results:
+            sink.add_sums(sums)
+            sink.add_records(records)
         sink.write_checksums()
         sink.write_chunk_index()
         sink.write_metadata()

@@ -17,8 +17,10 @@ import numpy as np
 
 from ..errors import UnsafeDatasetError
 from . import blosc as _blosc
+from .chunkindex import hdf5_index
 from .codecs import Codec
 from .files import atomic_path, open_regular, regular_stat
+from .indexfile import BlockRecord, chunk_hash, scan_entries
 from .threads import pool
 
 __all__ = ["find_data_key", "open_readonly", "open_same", "default_chunks", "write_block_atomic"]
@@ -158,7 +160,9 @@ def _chunk_of(data: np.ndarray, offset: tuple[int, ...], chunks: tuple[int, ...]
     return full
 
 
-def _write_block_file(f: h5py.File, data: np.ndarray, key: str, codec: Codec, chunks: tuple[int, ...] | None) -> None:
+def _write_block_file(f: h5py.File, data: np.ndarray, key: str, codec: Codec, chunks: tuple[int, ...] | None
+                      ) -> Any:
+    """Write the block's array; for blosc, returns what its chunk-index record needs (else None)."""
     for k, v in _FL_ROOT_ATTRS.items():
         f.attrs[k] = v
     kwargs: dict[str, Any] = {}
@@ -170,17 +174,42 @@ def _write_block_file(f: h5py.File, data: np.ndarray, key: str, codec: Codec, ch
     for k, v in _FL_ARRAY_ATTRS.items():
         dset.attrs[k] = v
     if not data.size:
-        return
+        return None
     blosc = codec.blosc_args(ch[-1] * data.itemsize) if ch is not None else None
     if blosc is None:  # gzip, none: HDF5's own pipeline
         dset.write_direct(np.ascontiguousarray(data))
-        return
+        return None
     # blosc: compress chunks on all cores outside HDF5's global lock, then store them as they are
     assert ch is not None
     offsets = _chunk_grid(data.shape, ch)
     write = dset.id.write_direct_chunk
-    for offset, payload in zip(offsets, pool().map(lambda o: _blosc.compress(_chunk_of(data, o, ch), *blosc), offsets)):
+
+    def encode(o: tuple[int, ...]) -> tuple[np.ndarray, int]:
+        payload = _blosc.compress(_chunk_of(data, o, ch), *blosc)
+        return payload, chunk_hash(payload)
+
+    hashes = []
+    for offset, (payload, digest) in zip(offsets, pool().map(encode, offsets)):
         write(offset, payload)
+        hashes.append(digest)
+    if len(_filter_ids(dset)) != 1:  # not blosc alone: not indexed
+        return None
+    stored = hdf5_index(dset)
+    infos = [stored[o] for o in offsets]
+    cd = _filter_values(dset)
+    return (str(dset.name).lstrip("/"), data.dtype, np.asarray(dset.fillvalue, data.dtype).tobytes(), data.shape, ch,
+            cd[5] if len(cd) > 5 else 1, cd[6] if len(cd) > 6 else 0,
+            scan_entries(offsets, infos, hashes, data.shape, ch))
+
+
+def _filter_ids(dset: Any) -> list[int]:
+    plist = dset.id.get_create_plist()
+    return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+
+
+def _filter_values(dset: Any) -> tuple[int, ...]:
+    plist = dset.id.get_create_plist()
+    return tuple(plist.get_filter(0)[2])
 
 
 def write_block_atomic(
@@ -191,11 +220,20 @@ def write_block_atomic(
     chunks: tuple[int, ...] | None = None,
     *,
     fsync: bool = True,
-) -> None:
+    block: int = 0,
+) -> BlockRecord | None:
     """Write one block file: `data` under `key`, compressed, renamed into place when complete.
 
     Blosc chunks are compressed in parallel (outside the GIL, see ``_blosc``) and written
     with ``write_direct_chunk``; the bytes are those HDF5's blosc filter would write.
+    Returns the block's ``chunk_index.bin`` record (number `block`), from the chunks as
+    written, with no second read; None for codecs that are not blosc.
     """
     with atomic_path(path, fsync=fsync) as tmp, h5py.File(tmp, "x", libver=("earliest", "v110"), locking=False) as f:
-        _write_block_file(f, np.asarray(data), key, codec, chunks)
+        parts = _write_block_file(f, np.asarray(data), key, codec, chunks)
+    if parts is None:
+        return None
+    st = os.stat(path)
+    name, dtype, fill, shape, ch, shuffle, compressor, entries = parts
+    return BlockRecord(block, name, dtype, fill, st.st_size, st.st_mtime_ns, st.st_ino, tuple(shape), tuple(ch),
+                       int(shuffle), int(compressor), entries)

@@ -444,10 +444,14 @@ def scan_entries(offsets: Sequence[tuple[int, ...]], infos: Sequence[tuple[int, 
                  shape: tuple[int, ...], chunks: tuple[int, ...]) -> np.ndarray:
     """An :data:`ENTRY_DTYPE` array for chunks at `offsets` with (address, size, mask) `infos`, sorted by chunk."""
     counts = [-(-n // c) for n, c in zip(shape, chunks)]
-    grid = [math.prod(counts[k + 1:]) for k in range(len(counts))]
+    grid = np.array([math.prod(counts[k + 1:]) for k in range(len(counts))], np.uint64)
     out = np.zeros(len(offsets), ENTRY_DTYPE)
-    for row, off, (addr, size, mask), h in zip(out, offsets, infos, hashes):
-        row["chunk"] = sum(o // c * g for o, c, g in zip(off, chunks, grid))
-        row["addr"], row["size"], row["mask"], row["hash"] = addr, size, mask, h
+    if not len(offsets):
+        return out
+    where = np.array(offsets, np.uint64).reshape(len(offsets), len(shape)) // np.array(chunks, np.uint64)
+    out["chunk"] = where @ grid
+    info = np.array(infos, np.uint64).reshape(len(offsets), 3)
+    out["addr"], out["size"], out["mask"] = info[:, 0], info[:, 1], info[:, 2]
+    out["hash"] = np.array(hashes, np.uint64)
     out.sort(order="chunk")
     return out

@@ -82,7 +82,7 @@ class BlockSink:
         self._sync_pool: ThreadPoolExecutor | None = None
         self._sums: dict[str, str | Future[str]] = {}  # name -> hex digest, or a Future of one
         self.chunk_index = chunk_index
-        self._records: dict[int, Future[BlockRecord | None]] = {}  # block -> its chunk-index record
+        self._records: dict[int, BlockRecord | None] = {}  # block -> its chunk-index record
         self.grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
 
     @classmethod
@@ -112,17 +112,15 @@ class BlockSink:
         """Write block `index` without validating it against the grid; record its checksum."""
         path = self.root / block_name(index, self.prefix)
         deferred = self.fsync and self.defer_fsync
-        write_block_atomic(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks,
-                           fsync=self.fsync and not deferred)
+        record = write_block_atomic(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec,
+                                    self.meta.chunks, fsync=self.fsync and not deferred, block=index)
         if deferred:
             if self._sync_pool is None:
                 self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="split_dataset-fsync")
             self._syncing.append(self._sync_pool.submit(fsync_file, path))
         if self.checksums:  # hashed on the pool while the next block is compressed
             self._sums[path.name] = pool().submit(sha256_file, path)
-        if self.chunk_index:  # indexed on the pool too, from the file as it is on disk
-            coords = self.grid.coords(index) if index < self.grid.n_blocks else (index,) + (0,) * (self.grid.ndim - 1)
-            self._records[index] = pool().submit(index_block, path, index, coords, self.meta.data_key)
+        self._records[index] = record  # its chunk-index record, from the chunks as written
         return path
 
     @property
@@ -134,6 +132,14 @@ class BlockSink:
         """SHA-256 of block file `name` as written (waits if it is still being hashed)."""
         value = self._sums[name]
         return value if isinstance(value, str) else value.result()
+
+    def records_of(self, blocks: Any) -> dict[int, BlockRecord | None]:
+        """The chunk-index records of `blocks` written by this sink (to send to another process)."""
+        return {i: self._records[i] for i in blocks if i in self._records}
+
+    def add_records(self, records: Mapping[int, BlockRecord | None]) -> None:
+        """Record chunk-index records of blocks written elsewhere (by other processes)."""
+        self._records.update(records)
 
     def add_sums(self, sums: Mapping[str, str]) -> None:
         """Record checksums computed elsewhere (by other processes, or found on disk)."""
@@ -172,23 +178,22 @@ class BlockSink:
             old = read_index(self.root, self.prefix)
         except ChunkIndexError:
             old = None
-        records = []
         n = self.grid.n_blocks if n_blocks is None else n_blocks
-        for index in range(n):
+
+        def record_of(index: int) -> BlockRecord | None:
+            if index in self._records:
+                return self._records[index]
             path = self.root / block_name(index, self.prefix)
             coords = self.grid.coords(index) if index < self.grid.n_blocks else (index,) + (0,) * (self.grid.ndim - 1)
-            future = self._records.get(index)
             try:
-                if future is not None:
-                    record = future.result()
-                else:
-                    record = old.record(index) if old is not None else None
-                    if record is None or not record.matches(os.stat(path)):
-                        record = index_block(path, index, coords, self.meta.data_key)
+                record = old.record(index) if old is not None else None
+                if record is None or not record.matches(os.stat(path)):
+                    record = index_block(path, index, coords, self.meta.data_key)
             except (OSError, ValueError, RuntimeError):  # missing or unreadable: left out, HDF5 says why
-                continue
-            if record is not None:
-                records.append(record)
+                return None
+            return record
+
+        records = [r for r in pool().map(record_of, range(n)) if r is not None]
         if records:
             write_index(self.root, records, self.prefix, fsync=self.fsync)
         else:  # nothing this package reads directly (gzip, uncompressed): no index, and no stale one
