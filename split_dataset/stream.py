@@ -18,10 +18,13 @@ appended since the last block was completed or the last
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
 import queue
 import shutil
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,6 +43,37 @@ from .write.start import start
 from .write.sums import ChecksumLog
 
 __all__ = ["SplitDatasetWriter", "WriteError", "DiskFullError", "WriterLockedError", "LOCK_FILENAME"]
+
+_PREFAULT_STEP = 8 << 20
+_MADV_POPULATE_WRITE = 23
+_PAGE = mmap.PAGESIZE
+_madvise: Any = None
+
+
+def _populate(lo: int, hi: int) -> bool:
+    """Map the whole pages of memory ``[lo, hi)`` for writing, contents unchanged; False where
+    ``madvise(MADV_POPULATE_WRITE)`` is unavailable (not Linux, or a kernel before 5.14)."""
+    global _madvise
+    if _madvise is None:
+        _madvise = False
+        if sys.platform.startswith("linux"):
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).madvise
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                fn.restype = ctypes.c_int
+                _madvise = fn
+            except (OSError, AttributeError):
+                pass
+    if not _madvise:
+        return False
+    lo = -(-lo // _PAGE) * _PAGE
+    hi = hi // _PAGE * _PAGE
+    if hi <= lo:
+        return True
+    if _madvise(lo, hi - lo, _MADV_POPULATE_WRITE) != 0:
+        _madvise = False  # EINVAL: unsupported here; do not try again
+        return False
+    return True
 
 
 class SplitDatasetWriter:
@@ -176,7 +210,25 @@ class SplitDatasetWriter:
 
     # ------------------------------------------------------------------ background worker
 
+    def _prefault(self) -> None:
+        """Give the spare block buffers their memory while there is nothing to write.
+
+        A fresh buffer's pages are mapped (zeroed, and on a VM first backed by the host)
+        when first written: on a 2-core VM, about 0.1 s per 128 MiB that the caller's
+        copies would otherwise pay while blocks compress. ``MADV_POPULATE_WRITE``
+        (Linux 5.14+) maps them without changing a byte, so a buffer the caller is filling
+        meanwhile is unaffected; it stops as soon as a block is queued. Elsewhere, no-op.
+        """
+        with self._free.mutex:
+            spare = list(self._free.queue)
+        for buf in spare:
+            start, end = buf.ctypes.data, buf.ctypes.data + buf.nbytes
+            for lo in range(start, end, _PREFAULT_STEP):
+                if not self._work.empty() or not _populate(lo, min(lo + _PREFAULT_STEP, end)):
+                    return
+
     def _worker(self) -> None:
+        self._prefault()
         while True:
             item = self._work.get()
             if item is None:  # stop, whatever happens
