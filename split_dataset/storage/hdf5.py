@@ -91,7 +91,9 @@ def open_readonly(path: Path, rdcc_nbytes: int = 1 << 20) -> h5py.File:
 
 def open_same(path: Path, rdcc_nbytes: int) -> tuple[int, h5py.File]:
     """A descriptor and an h5py file of the same file at `path`, which a writer may replace
-    (rename over) at any moment: the path must name the same file before and after h5py opens it."""
+    (rename over) at any moment: the file HDF5 opened must be the one the descriptor holds
+    (compared through HDF5's own descriptor where its driver has one, else by the path
+    before and after: an A→B→A swap meanwhile could pass that)."""
     for _ in range(8):
         fd = open_regular(path)
         try:
@@ -101,9 +103,12 @@ def open_same(path: Path, rdcc_nbytes: int) -> tuple[int, h5py.File]:
             os.close(fd)
             raise
         try:
-            after = os.stat(path)
-        except OSError:
-            after = None
+            after = os.fstat(f.id.get_vfd_handle())
+        except (OSError, ValueError, TypeError, AttributeError):  # a driver without a descriptor
+            try:
+                after = os.stat(path)
+            except OSError:
+                after = None
         if after is not None and (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino):
             return fd, f
         f.close()

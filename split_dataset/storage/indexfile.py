@@ -26,9 +26,11 @@ import bisect
 import json
 import math
 import os
+import re
 import stat
 import struct
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,11 +327,20 @@ _CACHE_LOCK = threading.Lock()
 def _read_fd(fd: int, size: int, path: Path) -> IndexFile:
     if size > MAX_FILE_BYTES:
         raise ChunkIndexError(f"{str(path)!r} has {size} bytes, more than an index is allowed ({MAX_FILE_BYTES})")
+    head = os.pread(fd, _HEAD.size, 0)  # the magic and lengths first: junk is refused before it is read
+    if len(head) == _HEAD.size:
+        magic, version, hlen = _HEAD.unpack(head)
+        if magic != MAGIC or version != VERSION or hlen > MAX_HEADER:
+            _header(head + bytes(8), str(path))  # raises, saying which
     data = bytearray(size)
-    if os.preadv(fd, (data,), 0) != size:
-        raise ChunkIndexError(f"{str(path)!r} changed while it was read")
+    view, done = memoryview(data), 0
+    while done < size:  # Linux reads at most 2 GiB - 4 KiB per call
+        n = os.preadv(fd, (view[done:],), done)
+        if n <= 0:
+            raise ChunkIndexError(f"{str(path)!r} changed while it was read")
+        done += n
     try:
-        return read_index_bytes(bytes(data), str(path))
+        return read_index_bytes(data, str(path))
     except ChunkIndexError:
         raise
     except (ValueError, TypeError, KeyError, OverflowError, struct.error) as e:  # a field of an unexpected type
@@ -340,7 +351,7 @@ def _fail(where: str, what: str) -> ChunkIndexError:
     return ChunkIndexError(f"{where!r}: {what}")
 
 
-def _header(data: bytes, where: str) -> tuple[dict[str, Any], int]:
+def _header(data: bytes | bytearray, where: str) -> tuple[dict[str, Any], int]:
     if len(data) < _HEAD.size + 8:
         raise _fail(where, f"{len(data)} bytes is too short for a chunk index")
     magic, version, hlen = _HEAD.unpack_from(data)
@@ -355,7 +366,7 @@ def _header(data: bytes, where: str) -> tuple[dict[str, Any], int]:
         raise _fail(where, "its checksum does not match its content (damaged or cut short)")
     try:
         header = json.loads(data[_HEAD.size:_HEAD.size + hlen].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: also integers of 4300+ digits
         raise _fail(where, f"its header is not JSON ({e})") from None
     want = {"checksum": str, "prefix": str, "data_key": str, "dtype": str, "fill": str, "ndim": int,
             "blocks": int, "entries": int}
@@ -366,20 +377,35 @@ def _header(data: bytes, where: str) -> tuple[dict[str, Any], int]:
     return header, _HEAD.size + hlen
 
 
-def read_index_bytes(data: bytes, where: str, prefix: str | None = None) -> IndexFile:
-    """:func:`read_index` of the file's bytes (`where` names it in errors)."""
+def read_index_bytes(data: bytes | bytearray, where: str, prefix: str | None = None) -> IndexFile:
+    """:func:`read_index` of the file's bytes (`where` names it in errors); raises only
+    :class:`ChunkIndexError`."""
+    try:
+        with warnings.catch_warnings():  # numpy's deprecations and casts on nonsense fields are refusals here
+            warnings.simplefilter("error")
+            return _parse(data, where, prefix)
+    except ChunkIndexError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError, struct.error, Warning) as e:
+        raise _fail(where, f"malformed ({type(e).__name__}: {e})") from None
+
+
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+
+
+def _parse(data: bytes | bytearray, where: str, prefix: str | None) -> IndexFile:
     header, pos = _header(data, where)
     ndim, nblocks, nentries = header["ndim"], header["blocks"], header["entries"]
-    if not 1 <= ndim <= 32 or nblocks < 0 or nentries < 0:
+    if not 1 <= ndim <= 32 or not 0 <= nblocks < 1 << 40 or not 0 <= nentries < 1 << 40:
         raise _fail(where, f"ndim {ndim}, {nblocks} blocks, {nentries} chunks are out of range")
     try:
         dtype = np.dtype(header["dtype"])
     except TypeError as e:
         raise _fail(where, f"dtype {header['dtype']!r} is not a dtype ({e})") from None
     fill = header["fill"]
-    if dtype.hasobject or not 0 < dtype.itemsize <= 1 << 16 or len(fill) != 2 * dtype.itemsize:
+    if (dtype.kind not in "biufcSV" or dtype.hasobject or not 0 < dtype.itemsize <= 1 << 16
+            or len(fill) != 2 * dtype.itemsize or not _HEX.fullmatch(fill)):
         raise _fail(where, f"dtype {dtype} with fill {fill[:40]!r} is not readable")
-    bytes.fromhex(fill)
     if prefix is not None and header["prefix"] != prefix:
         raise _fail(where, f"it indexes blocks of prefix {header['prefix']!r}, the dataset's is {prefix!r}")
     bdt = block_dtype(ndim)
@@ -402,7 +428,9 @@ def _check_blocks(blocks: np.ndarray, entries: np.ndarray, itemsize: int, where:
     shape, chunks = blocks["shape"], blocks["chunks"]
     if (n > 1 and np.any(num[1:] <= num[:-1])) or num[-1] >= 1 << 40:
         raise _fail(where, "block numbers are not increasing, or out of range")
-    starts = np.concatenate([[0], np.cumsum(count, dtype=np.uint64)[:-1]]).astype(np.uint64)
+    if np.any(count >= 1 << 40):
+        raise _fail(where, "a block lists an impossible number of chunks")
+    starts = np.concatenate([np.zeros(1, np.uint64), np.cumsum(count, dtype=np.uint64)[:-1]])
     if np.any(first != starts) or int(count.sum(dtype=np.uint64)) != len(entries):
         raise _fail(where, "the blocks' chunk ranges do not tile the chunk table")
     if np.any(shape < 1) or np.any(shape >= 1 << 40) or np.any(chunks < 1) or np.any(chunks >= 1 << 40):
