@@ -26,6 +26,7 @@ import queue
 import shutil
 import sys
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -380,6 +381,7 @@ class SplitDatasetWriter:
                     interrupted = e
             if self._error is None:
                 self._sink.write_metadata(self._meta_for(self._n_frames, complete=complete))
+                self._write_chunk_index()
         finally:
             if not self._thread.is_alive():
                 self._closed = True
@@ -388,6 +390,15 @@ class SplitDatasetWriter:
         if interrupted is not None:
             raise interrupted
         self._raise_if_failed()
+
+    def _write_chunk_index(self) -> None:
+        """``chunk_index.bin`` for every block, after the final metadata: it only speeds reads up,
+        so failing to write it leaves a correct dataset (and a warning)."""
+        try:
+            self._sink.write_chunk_index(-(-self._n_frames // self._fpf))
+        except OSError as e:
+            warnings.warn(f"{str(self._root)!r}: chunk_index.bin could not be written ({e}); the dataset is "
+                          "complete and reads without it (`split-dataset index` builds it)", stacklevel=3)
 
     def abort(self) -> None:
         """Stop without marking the dataset complete (frames appended so far are still written)."""
