@@ -38,6 +38,7 @@ from .errors import DiskFullError, WriteError, WriterLockedError
 from .locks import LOCK_FILENAME, WriterLock
 from .metadata import Metadata
 from .storage import block_name
+from .storage.hdf5 import StagedBlock, discard_block
 from .write import exits
 from .write.options import DEFAULT_COMPRESSION, WriteOptions, check_dtype
 from .write.start import start
@@ -188,6 +189,8 @@ class SplitDatasetWriter:
         if started.partial is not None:  # its frames are kept; the next write replaces the file
             self._buf[: self._fill] = started.partial
         self._error: BaseException | None = None
+        self._committing: threading.Thread | None = None  # the block being renamed into place
+        self._commit_error: BaseException | None = None
         self._closed = False
         self._stopping = False
         self._free: queue.Queue[np.ndarray[Any, Any]] = queue.Queue()
@@ -229,11 +232,16 @@ class SplitDatasetWriter:
                     return
 
     def _worker(self) -> None:
+        """Stage each block (compress, write under a temporary name) while the previous one is
+        committed in its own thread (flushed, renamed into place, then the metadata and its
+        checksum line): in block order, one commit at a time, so what docs/format.md §10
+        promises holds; the queue drained means every block is committed."""
         self._prefault()
         while True:
             item = self._work.get()
             if item is None:  # stop, whatever happens
                 try:
+                    self._finish_commit()
                     if self._error is None:
                         self._sums.record(everything=True)
                 except BaseException as e:
@@ -241,21 +249,41 @@ class SplitDatasetWriter:
                 finally:
                     self._work.task_done()
                 return
+            recycled = False
             try:
-                index, arr, n, _recycle = item
+                index, arr, n, recycle = item
                 if self._error is None:
-                    self._write_block(index, arr, n)
-                    # hash block k while block k+1 compresses; all of them before flush() returns
-                    self._sums.record(everything=self._work.empty())
+                    staged = self._stage(index, arr, n)
+                    if recycle:  # its frames are in the staged file now
+                        self._free.put(arr)
+                        recycled = True
+                    self._finish_commit()
+                    if self._error is None:
+                        self._committing = threading.Thread(target=self._commit, args=(index, staged, n),
+                                                            name="split_dataset commit", daemon=True)
+                        self._committing.start()
+                    else:
+                        discard_block(staged)
+                if self._work.empty():  # nothing more to overlap with: finish (flush() returns after this)
+                    self._finish_commit()
+                    if self._error is None:
+                        self._sums.record(everything=True)
             except BaseException as e:  # reported to the caller on its next call
                 self._error = e
             finally:
-                if item[3]:
+                if item[3] and not recycled:
                     self._free.put(item[1])
                 self._work.task_done()
 
-    def _write_block(self, index: int, arr: np.ndarray, n: int) -> None:
-        frames = index * self._fpf + n
+    def _finish_commit(self) -> None:
+        """Wait for the block being committed; its error becomes the writer's."""
+        thread, self._committing = self._committing, None
+        if thread is not None:
+            thread.join()
+        if self._commit_error is not None and self._error is None:
+            self._error = self._commit_error
+
+    def _stage(self, index: int, arr: np.ndarray, n: int) -> StagedBlock:
         try:
             free = shutil.disk_usage(self._root).free
             need = arr[:n].nbytes // 2 + (1 << 20)
@@ -265,20 +293,31 @@ class SplitDatasetWriter:
                     f"{self._frames_safe} frames are safe on disk",
                     self._frames_safe, errno.ENOSPC,
                 )
-            path = self._sink.write_unchecked(index, arr[:n])
+            return self._sink.stage(index, arr[:n])
+        except OSError as e:
+            raise self._write_error(index, e) from e
+
+    def _commit(self, index: int, staged: StagedBlock, n: int) -> None:
+        """Block `index` into place, then the metadata claiming it, then its checksum line."""
+        frames = index * self._fpf + n
+        try:
+            path = self._sink.commit(index, staged)
             self._sink.write_metadata(self._meta_for(frames, complete=False))
             if self._sink.checksums:
                 self._sums.owe(path.name)
-        except WriteError:
-            raise
-        except OSError as e:
-            cls = DiskFullError if e.errno == errno.ENOSPC else WriteError
-            raise cls(
-                f"writing {block_name(index)} in {str(self._root)!r} failed ({e}); "
-                f"{self._frames_safe} frames are safe on disk",
-                self._frames_safe, e.errno,
-            ) from e
-        self._frames_safe = frames
+                self._sums.record(everything=False)  # hash block k while block k+1 compresses
+            self._frames_safe = frames
+        except BaseException as e:
+            self._commit_error = self._write_error(index, e) if isinstance(e, OSError) else e
+
+    def _write_error(self, index: int, e: OSError) -> WriteError:
+        if isinstance(e, WriteError):
+            return e
+        cls = DiskFullError if e.errno == errno.ENOSPC else WriteError
+        err = cls(f"writing {block_name(index)} in {str(self._root)!r} failed ({e}); "
+                  f"{self._frames_safe} frames are safe on disk", self._frames_safe, e.errno)
+        err.__cause__ = e
+        return err
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

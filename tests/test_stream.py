@@ -254,19 +254,90 @@ def test_disk_full_keeps_what_is_safe(tmp_path, monkeypatch) -> None:
 def test_backpressure_drops_nothing(tmp_path, monkeypatch) -> None:
     from split_dataset.writer import BlockSink
 
-    slow = BlockSink.write_unchecked
+    slow = BlockSink.stage
 
     def slow_write(self, index, arr):
         time.sleep(0.05)
         return slow(self, index, arr)
 
-    monkeypatch.setattr(BlockSink, "write_unchecked", slow_write)
+    monkeypatch.setattr(BlockSink, "stage", slow_write)
     w = writer(tmp_path / "acq", frames_per_file=2, queue_depth=1)
     t0 = time.perf_counter()
     w.append(frames(0, 12))  # 6 blocks, one buffer in flight: append has to wait
     assert time.perf_counter() - t0 > 0.1
     w.close()
     np.testing.assert_array_equal(w.dataset[:], frames(0, 12))
+
+
+def test_pipelined_commits_keep_the_order_and_the_metadata_behind_the_blocks(tmp_path, monkeypatch) -> None:
+    """Block k+1 is staged while block k is committed: a slow commit (the window widened on
+    purpose) must never let the metadata claim frames whose block is not in place, nor a
+    later block be renamed before an earlier one."""
+    from split_dataset.writer import BlockSink
+
+    real = BlockSink.commit
+    order: list[int] = []
+    seen: list[tuple[int, int]] = []
+    root = tmp_path / "acq"
+
+    def slow_commit(self, index, staged):
+        time.sleep(0.03)
+        path = real(self, index, staged)
+        order.append(index)
+        return path
+
+    def watch(stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                claimed = json.loads((root / "stack_metadata.json").read_text())["shape_full"][0]
+            except (OSError, ValueError, KeyError):
+                continue
+            on_disk = sum(1 for i in range(64) if (root / f"{i:04d}.h5").exists())
+            seen.append((claimed, on_disk))
+
+    monkeypatch.setattr(BlockSink, "commit", slow_commit)
+    stop = threading.Event()
+    w = writer(root, frames_per_file=2, queue_depth=2)
+    t = threading.Thread(target=watch, args=(stop,))
+    t.start()
+    try:
+        for i in range(0, 16, 2):
+            w.append(frames(i, 2))
+        w.close()
+    finally:
+        stop.set()
+        t.join()
+    assert order == list(range(8))
+    assert seen and all(claimed <= 2 * on_disk for claimed, on_disk in seen)
+    np.testing.assert_array_equal(SplitDataset(root)[:], frames(0, 16))
+
+
+def test_a_failed_commit_stops_the_writer_with_what_is_safe(tmp_path, monkeypatch) -> None:
+    from split_dataset.writer import BlockSink
+
+    real = BlockSink.commit
+
+    def failing(self, index, staged):
+        if index == 2:
+            from split_dataset.storage.hdf5 import discard_block
+
+            discard_block(staged)
+            raise OSError(errno.EIO, "I/O error")
+        return real(self, index, staged)
+
+    monkeypatch.setattr(BlockSink, "commit", failing)
+    w = writer(tmp_path / "acq", frames_per_file=2)
+    with pytest.raises(WriteError) as info:
+        for i in range(0, 12, 2):
+            w.append(frames(i, 2))
+            w.flush()
+    assert info.value.frames_safe == 4
+    with pytest.raises(WriteError):  # the writer stays failed
+        w.abort()
+    names = sorted(p.name for p in (tmp_path / "acq").iterdir() if p.suffix == ".h5")
+    assert names == ["0000.h5", "0001.h5"]  # nothing after the failed block, no temporary file left
+    assert not [p for p in (tmp_path / "acq").iterdir() if p.name.endswith(".tmp")]
+    np.testing.assert_array_equal(SplitDataset(tmp_path / "acq")[:], frames(0, 4))
 
 
 def test_readers_ignore_temporary_files(tmp_path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the blosc filter 32001 every block file needs)
@@ -19,11 +19,13 @@ from ..errors import UnsafeDatasetError
 from . import blosc as _blosc
 from .chunkindex import hdf5_index
 from .codecs import Codec
-from .files import atomic_path, open_regular, regular_stat
+from .files import fsync_dir, fsync_file, open_regular, regular_stat
 from .indexfile import BlockRecord, chunk_hash, scan_entries
+from .layout import temporary_name
 from .threads import pool
 
-__all__ = ["find_data_key", "open_readonly", "open_same", "default_chunks", "write_block_atomic"]
+__all__ = ["find_data_key", "open_readonly", "open_same", "default_chunks", "write_block_atomic", "StagedBlock",
+           "stage_block", "commit_block", "discard_block"]
 
 def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
     """The block's array: `preferred`, else ``stack_{N}D``/``stack``, else the one dataset named ``stack*``.
@@ -217,6 +219,56 @@ def _filter_values(dset: Any) -> tuple[int, ...]:
     return tuple(plist.get_filter(0)[2])
 
 
+class StagedBlock(NamedTuple):
+    """A block file written completely under a temporary name, not yet renamed into place."""
+
+    tmp: Path
+    path: Path
+    parts: Any  #: what its chunk-index record needs (None: not indexed)
+
+
+def stage_block(path: Path, data: np.ndarray, key: str, codec: Codec, chunks: tuple[int, ...] | None = None
+                ) -> StagedBlock:
+    """The first half of :func:`write_block_atomic`: the whole file under a temporary name beside
+    `path` (removed again on any error). :func:`commit_block` or :func:`discard_block` follows."""
+    tmp = temporary_name(Path(path))
+    try:
+        with h5py.File(tmp, "x", libver=("earliest", "v110"), locking=False) as f:
+            parts = _write_block_file(f, np.asarray(data), key, codec, chunks)
+    except BaseException:
+        discard_block(StagedBlock(tmp, Path(path), None))
+        raise
+    return StagedBlock(tmp, Path(path), parts)
+
+
+def discard_block(staged: StagedBlock) -> None:
+    """Remove a staged block that will not be committed."""
+    try:
+        staged.tmp.unlink()
+    except OSError:
+        pass
+
+
+def commit_block(staged: StagedBlock, *, fsync: bool = True, block: int = 0) -> BlockRecord | None:
+    """The second half of :func:`write_block_atomic`: flush the staged file to the disk (with
+    `fsync`), rename it over its final name, flush the folder; its chunk-index record."""
+    try:
+        if fsync:
+            fsync_file(staged.tmp)
+        os.replace(staged.tmp, staged.path)
+    except BaseException:
+        discard_block(staged)
+        raise
+    if fsync:
+        fsync_dir(staged.path.parent)
+    if staged.parts is None:
+        return None
+    st = os.stat(staged.path)
+    name, dtype, fill, shape, ch, shuffle, compressor, entries = staged.parts
+    return BlockRecord(block, name, dtype, fill, st.st_size, st.st_mtime_ns, st.st_ino, tuple(shape), tuple(ch),
+                       int(shuffle), int(compressor), entries)
+
+
 def write_block_atomic(
     path: Path,
     data: np.ndarray,
@@ -234,11 +286,4 @@ def write_block_atomic(
     Returns the block's ``chunk_index.bin`` record (number `block`), from the chunks as
     written, with no second read; None for codecs that are not blosc.
     """
-    with atomic_path(path, fsync=fsync) as tmp, h5py.File(tmp, "x", libver=("earliest", "v110"), locking=False) as f:
-        parts = _write_block_file(f, np.asarray(data), key, codec, chunks)
-    if parts is None:
-        return None
-    st = os.stat(path)
-    name, dtype, fill, shape, ch, shuffle, compressor, entries = parts
-    return BlockRecord(block, name, dtype, fill, st.st_size, st.st_mtime_ns, st.st_ino, tuple(shape), tuple(ch),
-                       int(shuffle), int(compressor), entries)
+    return commit_block(stage_block(path, data, key, codec, chunks), fsync=fsync, block=block)

@@ -29,11 +29,11 @@ from ..storage import (
     pool,
     read_index,
     sha256_file,
-    write_block_atomic,
     write_checksums,
     write_index,
     write_json_atomic,
 )
+from ..storage.hdf5 import StagedBlock, commit_block, stage_block
 from .options import WriteOptions
 
 __all__ = ["BlockSink"]
@@ -110,10 +110,20 @@ class BlockSink:
 
     def write_unchecked(self, index: int, arr: np.ndarray[Any, Any]) -> Path:
         """Write block `index` without validating it against the grid; record its checksum."""
+        return self.commit(index, self.stage(index, arr))
+
+    def stage(self, index: int, arr: np.ndarray[Any, Any]) -> StagedBlock:
+        """The first half of :meth:`write_unchecked`: block `index` written whole under a
+        temporary name, invisible to readers until :meth:`commit` (or :func:`discard_block`)."""
         path = self.root / block_name(index, self.prefix)
+        return stage_block(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks)
+
+    def commit(self, index: int, staged: StagedBlock) -> Path:
+        """The second half of :meth:`write_unchecked`: flush (unless deferred), rename into place,
+        record the block's checksum and chunk-index record."""
+        path = staged.path
         deferred = self.fsync and self.defer_fsync
-        record = write_block_atomic(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec,
-                                    self.meta.chunks, fsync=self.fsync and not deferred, block=index)
+        record = commit_block(staged, fsync=self.fsync and not deferred, block=index)
         if deferred:
             if self._sync_pool is None:
                 self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="split_dataset-fsync")
