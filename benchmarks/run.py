@@ -914,6 +914,14 @@ def main(argv: list[str] | None = None) -> int:
     for label, _, _, meaning in RATIOS:
         print(f"  {label.ljust(15)}{meaning}")
     note_list = notes(runs, reps, cold_reps, many_n)
+    if has_chunk_index(sd):
+        note_list.append(
+            "Chunk index: '1.x idx' reads the chunk_index.bin that save() wrote (SplitDataset(path) defaults); "
+            "'1.x@old idx' reads a copy of the 0.4.4 folder indexed by build_chunk_index (untimed, fsync=False), so "
+            "'1.x@old', 'h5py@old' and 0.4.4 read the folder as 0.4.4 wrote it; '1.x' and '1.x@old' pass "
+            "chunk_index=False. '0.4.4@new' and 'h5py' read the 1.x folder with its chunk_index.bin beside the blocks.")
+    else:
+        note_list.append("Chunk index: this split_dataset has no build_chunk_index; the index columns are left out.")
     note_list.append(f"Load: 1-min load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end, on "
                      f"{os.cpu_count()} CPUs; anything else running adds noise.")
     print("\nNotes:")
