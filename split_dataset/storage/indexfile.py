@@ -167,7 +167,8 @@ class BlockEntries(Mapping[tuple[int, ...], tuple[int, int, int]]):
     """One block's chunk index from the file, as the chunk reader asks for it: a mapping
     ``{chunk offset: (address, size, filter mask)}``, plus :meth:`hash_of`. Validated on load."""
 
-    __slots__ = ("_addr", "_chunk", "_full", "_grid", "_hash", "_mask", "_size", "chunks", "validated")
+    __slots__ = ("_addr", "_axes", "_chunk", "_full", "_grid", "_hash", "_mask", "_memo", "_size", "chunks",
+                 "validated")
 
     def __init__(self, entries: np.ndarray, shape: tuple[int, ...], chunks: tuple[int, ...]) -> None:
         self.chunks = chunks
@@ -179,16 +180,30 @@ class BlockEntries(Mapping[tuple[int, ...], tuple[int, int, int]]):
         self._mask: list[int] = entries["mask"].tolist()
         self._hash: list[int] = entries["hash"].tolist()
         self._full = len(self._chunk) == math.prod(counts)  # every chunk stored: entry i is chunk i
+        self._axes = tuple(zip(chunks, counts, self._grid))
+        self._memo: dict[tuple[int, ...], int] = {}  # offset -> entry position (-1: none)
         self.validated = True
 
     def _pos(self, offset: tuple[int, ...]) -> int:
+        i = self._memo.get(offset)
+        if i is not None:
+            return i
+        i = self._find(offset)
+        if len(self._memo) < 1 << 16:
+            self._memo[offset] = i
+        return i
+
+    def _find(self, offset: tuple[int, ...]) -> int:
+        if len(offset) != len(self._axes):
+            return -1
         linear = 0
-        for o, c, g in zip(offset, self.chunks, self._grid):
-            if o % c or o < 0:
+        for o, (c, n, g) in zip(offset, self._axes):
+            k, r = divmod(o, c)
+            if r or not 0 <= k < n:
                 return -1
-            linear += o // c * g
+            linear += k * g
         if self._full:
-            return linear if linear < len(self._chunk) else -1
+            return linear
         i = bisect.bisect_left(self._chunk, linear)
         return i if i < len(self._chunk) and self._chunk[i] == linear else -1
 
