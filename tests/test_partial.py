@@ -1,7 +1,8 @@
 """Reads that decode only some blosc blocks of a chunk (``blosc_getitem``), against numpy.
 
-The default codec compresses each chunk as blosc blocks of 8 KiB, so a small window of
-a chunk (a trace through time) decodes only the blocks holding it. These tests use
+The default codec compresses each chunk as at least 4 blosc blocks (8-64 KiB, or blosc's
+own blocks in chunks of 1 MiB), so a small window of a chunk (a trace through time)
+decodes only the blocks holding it. These tests use
 chunks of several blocks (tiny blocks on tiny arrays) so that every path is exercised:
 one block or several, uncompressible data that blosc stores as is, blocks out of
 order, corrupt offset tables, and the files other blosc writers produce.
@@ -51,27 +52,48 @@ def _frames(path: Path) -> list[bytes]:
                 for i in range(dset.id.get_num_chunks())]
 
 
-def test_default_codec_writes_unsplit_8k_blocks(tmp_path):
-    x = _smooth((2, 1, 128, 256))  # 64 KiB planes: 8 blocks each
+def test_default_codec_writes_unsplit_blocks_of_a_quarter_chunk(tmp_path):
+    x = _smooth((2, 1, 128, 256))  # 64 KiB planes: 4 blocks of 16 KiB each
     split_dataset.save(x, tmp_path / "ds", fsync=False).close()
     for frame in _frames(tmp_path / "ds"):
         _, _, flags, typesize, nbytes, blocksize, cbytes = _blosc.HEADER.unpack_from(frame)
-        assert (typesize, nbytes, blocksize, cbytes) == (2, 65536, 8192, len(frame))
+        assert (typesize, nbytes, blocksize, cbytes) == (2, 65536, 16384, len(frame))
         assert flags & 0x10  # blocks not split into byte streams
 
 
-def test_default_codec_uses_16k_blocks_for_wide_rows(tmp_path):
-    x = _smooth((2, 1, 64, 1024))  # 2 KiB rows
+def test_default_codec_block_sizes_follow_the_chunk(tmp_path):
+    x = _smooth((2, 1, 64, 1024))  # 2 KiB rows, 128 KiB planes: 32 KiB blocks
     split_dataset.save(x, tmp_path / "ds", fsync=False).close()
     for frame in _frames(tmp_path / "ds"):
-        assert _blosc.HEADER.unpack_from(frame)[5] == 16384
+        assert _blosc.HEADER.unpack_from(frame)[5] == 32768
     with SplitDataset(tmp_path / "ds") as ds:
         np.testing.assert_array_equal(ds[:, 0, 30:38, 500:508], x[:, 0, 30:38, 500:508])
         assert ds.metadata["compression"]["blocksize"] == "rows"
 
 
+def test_default_codec_uses_blosc_blocks_in_1mib_chunks(tmp_path):
+    x = _smooth((2, 512, 1024))  # 1 MiB planes: blosc's own 256 KiB blocks, byte-split
+    split_dataset.save(x, tmp_path / "ds", fsync=False).close()
+    for frame in _frames(tmp_path / "ds"):
+        _, _, flags, _, nbytes, blocksize, _ = _blosc.HEADER.unpack_from(frame)
+        assert nbytes == 1 << 20 and _blosc_own_block(blocksize) and not flags & 0x10
+    with SplitDataset(tmp_path / "ds") as ds:
+        np.testing.assert_array_equal(ds[:, 300:308, 500:508], x[:, 300:308, 500:508])
+        np.testing.assert_array_equal(ds[1], x[1])
+
+
+def _blosc_own_block(blocksize: int) -> bool:
+    """blosc's own block for lz4 level 5 on 16-bit items: 256 KiB (c-blosc 1.x), a quarter of the chunk at most."""
+    return blocksize <= 1 << 18
+
+
 def test_codec_blocksize_values():
-    assert Codec.parse({"name": "blosc", "cname": "lz4", "blocksize": "rows"}).block_bytes(100) == 8192
+    rows = Codec.parse({"name": "blosc", "cname": "lz4", "blocksize": "rows"})
+    assert rows.block_bytes(100) == 8192
+    assert [rows.block_bytes(512, n << 10, 2) for n in (16, 32, 64, 128, 256, 512)] == [
+        8192, 8192, 16384, 32768, 65536, 65536]
+    assert rows.block_bytes(4096, 1 << 20, 2) == (0 if _blosc.available() else 65536)
+    assert rows.block_bytes(8192, 1 << 20, 4) == 65536  # blosc's own 512 KiB blocks would be half the chunk
     assert Codec.parse({"name": "blosc", "cname": "zstd", "blocksize": 4096}).block_bytes(10**6) == 4096
     assert Codec.parse("blosc").block_bytes(512) == 0
     for bad in (-1, 64, "big", 1.5):

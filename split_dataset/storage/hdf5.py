@@ -7,6 +7,7 @@ Block files are HDF5 in the flammkuchen/PyTables layout: one array under
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -182,7 +183,8 @@ def _write_block_file(f: h5py.File, data: np.ndarray, key: str, codec: Codec, ch
         dset.attrs[k] = v
     if not data.size:
         return None
-    blosc = codec.blosc_args(ch[-1] * data.itemsize) if ch is not None else None
+    blosc = (codec.blosc_args(ch[-1] * data.itemsize, math.prod(ch) * data.itemsize, data.itemsize)
+             if ch is not None else None)
     if blosc is None:  # gzip, none: HDF5's own pipeline
         dset.write_direct(np.ascontiguousarray(data))
         return None
