@@ -165,7 +165,7 @@ def write_index(root: Path, records: Iterable[BlockRecord], prefix: str = "", *,
 
 class BlockEntries(Mapping[tuple[int, ...], tuple[int, int, int]]):
     """One block's chunk index from the file, as the chunk reader asks for it: a mapping
-    ``{chunk offset: (address, size, filter mask)}``, plus :meth:`hash_of`. Validated on load."""
+    ``{chunk offset: (address, size, filter mask)}``, plus :meth:`hashed` (with the checksum). Validated on load."""
 
     __slots__ = ("_addr", "_axes", "_chunk", "_full", "_grid", "_hash", "_mask", "_memo", "_size", "chunks",
                  "validated")
@@ -218,6 +218,13 @@ class BlockEntries(Mapping[tuple[int, ...], tuple[int, int, int]]):
         if i < 0:
             raise KeyError(offset)
         return (self._addr[i], self._size[i], self._mask[i])
+
+    def hashed(self, offset: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+        """``(address, size, filter mask, checksum)`` of the chunk at `offset`, None if not stored."""
+        i = self._pos(offset)
+        if i < 0:
+            return None
+        return (self._addr[i], self._size[i], self._mask[i], self._hash[i])
 
     def hash_of(self, offset: tuple[int, ...]) -> int | None:
         """The recorded checksum of the chunk at `offset` (None if not indexed)."""

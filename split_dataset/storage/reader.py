@@ -26,17 +26,19 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
+import xxhash
 
 from ..errors import BloscError, ChecksumMismatchError
 from ..selection import as_slice as _as_slice
 from . import blosc as _blosc
 from .chunkindex import Index, check_index
-from .indexfile import chunk_hash
 from .parts import PartialDecoding
 from .source import ByteSource
 from .threads import bytes_of, part_buffers, run_shared, scratch
 
 __all__ = ["ChunkReader", "AxisPart"]
+
+_xxh3 = xxhash.xxh3_64_intdigest  # what chunk_index.bin records (indexfile.chunk_hash)
 
 class AxisPart(NamedTuple):
     """What a read takes from one chunk along one axis."""
@@ -85,7 +87,7 @@ class ChunkReader(PartialDecoding):
         "_check",
         "_fill",
         "_frames",
-        "_hashes",
+        "_hashed",
         "_index",
         "_itemwise",
         "_loader",
@@ -114,7 +116,8 @@ class ChunkReader(PartialDecoding):
         # blosc_getitem counts in the frame's type size, which is 1 for items over 255 bytes
         self._itemwise = check.typesize == dtype.itemsize
         self._index: Index | None = None
-        self._hashes: Callable[[tuple[int, ...]], int | None] | None = None  # recorded chunk checksums
+        # the index's lookup of an entry with its recorded checksum (chunk_index.bin), else None
+        self._hashed: Callable[[tuple[int, ...]], tuple[int, int, int, int] | None] | None = None
         self._strides = tuple(math.prod(chunks[k + 1:]) for k in range(len(chunks)))  # C strides, in items
         self._bstrides = tuple(st * dtype.itemsize for st in self._strides)  # the same in bytes
         self._nbytes = self._strides[0] * chunks[0] * dtype.itemsize  # bytes of a chunk
@@ -131,7 +134,7 @@ class ChunkReader(PartialDecoding):
         index = self._loader()
         if not getattr(index, "validated", False):  # an index file's entries were validated when it was read
             check_index(index, self.source.size(), self._nbytes, self._trailer, self._skipped)
-        self._hashes = getattr(index, "hash_of", None)
+        self._hashed = getattr(index, "hashed", None)
         self._index = index
         return index
 
@@ -183,25 +186,33 @@ class ChunkReader(PartialDecoding):
         else in a per-thread buffer. Unwritten chunks hold the fill value."""
         chunk = scratch(self.chunks, self.dtype) if out is None else out
         index = self._index if self._index is not None else self.load_index()
-        entry = index.get(offset)
-        if entry is None:
-            chunk[...] = self._fill
-            return chunk
-        addr, size, mask = entry
+        expected = None
+        if self._hashed is not None:  # from chunk_index.bin: the entry and its checksum in one lookup
+            found = self._hashed(offset)
+            if found is None:
+                chunk[...] = self._fill
+                return chunk
+            addr, size, mask, expected = found
+        else:
+            entry = index.get(offset)
+            if entry is None:
+                chunk[...] = self._fill
+                return chunk
+            addr, size, mask = entry
         nbytes, src = self._nbytes, self.source
         if mask & 1:  # stored without the filter (HDF5 does that when a filter fails)
             if size != nbytes + self._trailer:
                 raise BloscError(f"chunk at byte {addr} is stored unfiltered in {size} bytes; it holds {nbytes}")
             src.read_exactly(bytes_of(chunk), addr)
-            if self._hashes is not None:
-                self._verify(offset, addr, bytes_of(chunk)[:size])
+            if expected is not None and _xxh3(bytes_of(chunk)[:size]) != expected:
+                raise self._mismatch(offset, addr, size)
             return chunk
         _, view, _, _, ptr, _ = part_buffers(nbytes, self.dtype)
         if size > nbytes + 16 + self._trailer:
             raise BloscError(f"chunk at byte {addr} has {size} bytes; blosc stores {nbytes} in at most {nbytes + 16}")
         src.read_exactly(view[:size], addr)
-        if self._hashes is not None:
-            self._verify(offset, addr, view[:size])
+        if expected is not None and _xxh3(view[:size]) != expected:
+            raise self._mismatch(offset, addr, size)
         size -= self._trailer
         seen = self._seen.get(addr)
         if seen is None or view[:len(seen)] != seen:  # validated before? the same bytes, compared
@@ -216,14 +227,12 @@ class ChunkReader(PartialDecoding):
         _blosc.decompress_ptr(ptr, chunk, nbytes)
         return chunk
 
-    def _verify(self, offset: tuple[int, ...], addr: int, stored: memoryview) -> None:
-        """Compare a chunk's stored bytes with the checksum the chunk index recorded."""
-        expected = self._hashes(offset)  # type: ignore[misc]
-        if expected is not None and chunk_hash(stored) != expected:
-            raise ChecksumMismatchError(
-                f"the chunk at {offset} (bytes {addr}..{addr + len(stored)}) does not match the checksum "
-                "chunk_index.bin recorded for it: its stored bytes changed since the block was indexed"
-            )
+    @staticmethod
+    def _mismatch(offset: tuple[int, ...], addr: int, size: int) -> ChecksumMismatchError:
+        return ChecksumMismatchError(
+            f"the chunk at {offset} (bytes {addr}..{addr + size}) does not match the checksum chunk_index.bin "
+            "recorded for it: its stored bytes changed since the block was indexed"
+        )
 
     def validate(self, local: tuple[Any, ...] | None = None) -> None:
         """Validate, without decoding, the blosc frame (header, block offsets) of every stored
