@@ -16,6 +16,7 @@ import numpy as np
 
 from .dataset import SplitDataset
 from .metadata import Metadata
+from .write.display import RangeSampler
 from .write.folder import claim_folder
 from .write.options import DEFAULT_COMPRESSION, WriteOptions, check_dtype
 from .write.sink import BlockSink
@@ -61,9 +62,12 @@ def to_dask(dataset: SplitDataset | str | os.PathLike[str], chunks: Any = None) 
     )
 
 
-def _write_block(sink: BlockSink, index: int, block: np.ndarray[Any, Any]) -> tuple[dict[str, str], Any]:
-    name = sink.write(index, np.asarray(block)).name
-    return ({name: sink.digest(name)} if sink.checksums else {}), sink.records_of((index,))
+def _write_block(sink: BlockSink, index: int, block: np.ndarray[Any, Any]) -> tuple[dict[str, str], Any, Any]:
+    arr = np.asarray(block)
+    name = sink.write(index, arr).name
+    sampled = RangeSampler()  # this block's sample (the sink's may be another process's copy)
+    sampled.add(arr)
+    return ({name: sink.digest(name)} if sink.checksums else {}), sink.records_of((index,)), sampled.values()
 
 
 def save_dask(
@@ -132,10 +136,11 @@ def _save_blocks(x: da.Array, root: Path, meta: Metadata, options: WriteOptions)
     write = delayed(_write_block, pure=False)
     tasks = [write(sink, sink.grid.linear(coords), blocks[coords]) for coords in sink.grid.iter_coords()]
 
-    def finish(results: list[tuple[dict[str, str], Any]]) -> SplitDataset:
-        for sums, records in results:
+    def finish(results: list[tuple[dict[str, str], Any, Any]]) -> SplitDataset:
+        for sums, records, sampled in results:
             sink.add_sums(sums)
             sink.add_records(records)
+            sink.display.extend(sampled)
         sink.write_checksums()
         sink.write_chunk_index()
         sink.write_metadata()

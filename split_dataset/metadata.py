@@ -8,6 +8,7 @@ split_dataset 0.4 readers need plus the keys this version adds.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -54,7 +55,24 @@ _OWN_KEYS = (
     "n_blocks",
     "units",
     "frame_interval",
+    "display_range",
 )
+
+
+def _parse_range(value: Any) -> tuple[float, float] | None:
+    """A display range ``[low, high]`` (finite, low <= high); anything else is ignored (None):
+    it is a viewing hint, never a reason to refuse a dataset."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) for v in value):
+        return None
+    try:
+        lo, hi = float(value[0]), float(value[1])
+    except (OverflowError, ValueError):
+        return None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        return None
+    return (lo, hi)
 
 
 def default_axis_order(ndim: int, time: bool = False) -> str:
@@ -126,6 +144,9 @@ class Metadata:
         Unit of each axis' resolution (``"um"``, ``"s"``; ``""`` where unknown).
     frame_interval
         Seconds between frames along axis 0 (1 / frame rate), or None.
+    display_range
+        ``(low, high)`` for display (a viewer's contrast limits): the 0.5 and 99.5
+        percentiles of frames sampled by the writer, or None. A malformed value is ignored.
     axis_order
         One letter per axis, e.g. ``"tzyx"``.
     data_key
@@ -162,6 +183,7 @@ class Metadata:
     complete: bool | None = None
     units: tuple[str, ...] = ()
     frame_interval: float | None = None
+    display_range: tuple[float, float] | None = None
     crop_start: tuple[int, ...] = ()
     crop_end: tuple[int, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -195,6 +217,7 @@ class Metadata:
         interval = self.frame_interval
         if interval is not None:
             set_(self, "frame_interval", _parse_interval(interval))
+        set_(self, "display_range", _parse_range(self.display_range))
         order = self.axis_order
         if order is None:
             order = ""
@@ -287,6 +310,7 @@ class Metadata:
             complete=complete,
             units=tuple(units) if _is_list(units) else units,
             frame_interval=get("frame_interval"),
+            display_range=get("display_range"),
             crop_start=d.get("crop_start") or (),
             crop_end=d.get("crop_end") or (),
             extra={k: v for k, v in raw.items() if k not in _CLASSIC_KEYS + _OWN_KEYS},
@@ -327,6 +351,8 @@ class Metadata:
             d["units"] = list(self.units)
         if self.frame_interval is not None:
             d["frame_interval"] = self.frame_interval
+        if self.display_range is not None:
+            d["display_range"] = list(self.display_range)
         d["attrs"] = dict(self.attrs)
         return d
 

@@ -614,3 +614,14 @@ def test_known_format_versions_open(version) -> None:
     if version is not None:
         raw["format_version"] = version
     assert Metadata.from_dict(raw).shape == (4, 3)
+
+
+@pytest.mark.parametrize("value, parsed", [([1, 2.5], (1.0, 2.5)), ([3, 3], (3.0, 3.0)), ([5, 1], None),
+                                           ([1], None), (["a", 2], None), ([True, 2], None),
+                                           ([float("nan"), 1], None), ("0 1", None), (None, None)])
+def test_display_range_is_a_hint_parsed_or_ignored(value, parsed) -> None:
+    d = Metadata((4, 4), (2, 4)).to_dict()
+    d["display_range"] = value
+    m = Metadata.from_dict(d)  # never refused for it
+    assert m.display_range == parsed
+    assert ("display_range" in m.to_dict()) == (parsed is not None)

@@ -238,6 +238,7 @@ def _huge(tmp_path: Path) -> Path:
         (root / name).unlink()
     meta = json.loads((root / "stack_metadata.json").read_text())
     meta["shape_full"][0] = meta["n_blocks"] = 1000
+    meta.pop("display_range")  # as an old writer left it: the contrast is sampled
     (root / "stack_metadata.json").write_text(json.dumps(meta))
     for i in range(1, 1000):
         os.link(root / "0000.h5", root / f"{i:04d}.h5")
@@ -321,3 +322,19 @@ def test_importing_the_package_or_the_plugin_imports_neither_napari_nor_dask() -
             "print(sorted(m for m in ('napari', 'dask', 'npe2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_writers_record_a_display_range_that_the_reader_uses_without_reading_pixels(tmp_path: Path,
+                                                                                     reads: Reads) -> None:
+    x = (np.random.default_rng(2).poisson(40.0, (30, 2, 32, 32)) + 100).astype(np.uint16)
+    split_dataset.save(x, tmp_path / "saved", shape_block=(10,), fsync=False)
+    with split_dataset.SplitDatasetWriter(tmp_path / "streamed", (2, 32, 32), np.uint16, 10, fsync=False) as w:
+        w.append(x)
+    for name in ("saved", "streamed"):
+        meta = json.loads((tmp_path / name / "stack_metadata.json").read_text())
+        lo, hi = meta["display_range"]
+        assert np.percentile(x, 0.5) - 3 <= lo <= np.percentile(x, 5) and np.percentile(x, 95) <= hi <= x.max()
+        reads.reset()
+        (data, layer_meta, _), = read(str(tmp_path / name))
+        assert layer_meta["contrast_limits"] == [lo, hi]
+        assert reads.chunks == reads.decodes == 0  # no pixel read for the contrast

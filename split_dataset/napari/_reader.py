@@ -1,7 +1,8 @@
 """The napari reader: a split dataset as lazy image layers at their physical scale.
 
 What opening reads: the metadata and one block's header (as :class:`~split_dataset.SplitDataset`
-does), then, unless the dataset stores a display range (``attrs["display_range"]``), the
+does), then, unless the dataset stores a display range (``attrs["display_range"]``, or the
+``display_range`` writers record in the metadata), the
 central window (at most 1024 x 1024 pixels) of at most 8 planes spread over the leading
 axes, for contrast limits. The layer data is a dask array with one chunk per plane (never
 straddling a block file), so showing a plane decodes only that plane's in-file chunks.
@@ -104,8 +105,13 @@ def _units(ds: SplitDataset) -> tuple[list[float], list[str]]:
 
 
 def _stored_range(ds: SplitDataset, n_channels: int) -> list[tuple[float, float]] | None:
-    """The display range stored in ``attrs``, one (low, high) per channel, or None."""
+    """The display range stored in ``attrs`` (a viewer's or the user's choice), one (low, high)
+    per channel, else the one writers record in the metadata (``display_range``: percentiles of
+    the frames they sampled; for one channel), or None."""
     value = ds.meta.attrs.get(DISPLAY_RANGE_KEY)
+    if value is None and n_channels == 1 and ds.meta.display_range is not None:
+        lo, hi = ds.meta.display_range
+        return [(lo, hi if hi > lo else lo + 1.0)]
     try:
         pairs = np.asarray(value, dtype=float)
     except (TypeError, ValueError):

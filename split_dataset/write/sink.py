@@ -34,6 +34,7 @@ from ..storage import (
     write_json_atomic,
 )
 from ..storage.hdf5 import StagedBlock, commit_block, stage_block
+from .display import RangeSampler
 from .options import WriteOptions
 
 __all__ = ["BlockSink"]
@@ -83,6 +84,7 @@ class BlockSink:
         self._sums: dict[str, str | Future[str]] = {}  # name -> hex digest, or a Future of one
         self.chunk_index = chunk_index
         self._records: dict[int, BlockRecord | None] = {}  # block -> its chunk-index record
+        self.display = RangeSampler()  # pixels sampled for the metadata's display_range
         self.grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
 
     @classmethod
@@ -116,6 +118,7 @@ class BlockSink:
         """The first half of :meth:`write_unchecked`: block `index` written whole under a
         temporary name, invisible to readers until :meth:`commit` (or :func:`discard_block`)."""
         path = self.root / block_name(index, self.prefix)
+        self.display.add(arr)
         return stage_block(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks)
 
     def commit(self, index: int, staged: StagedBlock) -> Path:
@@ -212,4 +215,7 @@ class BlockSink:
     def write_metadata(self, meta: Metadata | None = None) -> None:
         """Replace ``stack_metadata.json`` atomically, once the blocks it describes are on the disk."""
         self.sync()
-        write_json_atomic(self.root / METADATA_FILENAME, (meta or self.meta).to_dict(), fsync=self.fsync)
+        meta = meta or self.meta
+        if meta.display_range is None:
+            meta = meta.replace(display_range=self.display.range())
+        write_json_atomic(self.root / METADATA_FILENAME, meta.to_dict(), fsync=self.fsync)
