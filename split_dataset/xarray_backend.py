@@ -117,10 +117,14 @@ def _dims(axis_order: str, ndim: int) -> list[str]:
 
 def _coordinate(dim: str, size: int, step: float, unit: str) -> xr.Coordinates:
     attrs = {"units": unit} if unit else {}
+    coords: xr.Coordinates | None = None
     if size > 0 and step > 0 and math.isfinite(step):
-        transform = RangeCoordinateTransform(0.0, size * step, size, dim, dim, np.dtype(np.float64), step=step)
-        coords: xr.Coordinates = xr.Coordinates.from_xindex(_StepIndex(transform))
-    else:  # nothing to be lazy about, or a zero step no index can invert: plain float64 values
+        try:
+            transform = RangeCoordinateTransform(0.0, size * step, size, dim, dim, np.dtype(np.float64), step=step)
+            coords = xr.Coordinates.from_xindex(_StepIndex(transform))
+        except TypeError:  # an xarray whose RangeIndex is built otherwise (before 2026.1): plain values below
+            coords = None
+    if coords is None:  # nothing to be lazy about, a zero step no index can invert, or an older xarray
         coords = xr.Coordinates({dim: xr.Variable(dim, np.arange(size, dtype=np.float64) * step)})
     coords[dim].attrs.update(attrs)
     return coords
