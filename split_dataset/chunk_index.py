@@ -16,7 +16,8 @@ from typing import Any
 from .dataset import SplitDataset
 from .errors import ChunkIndexError
 from .locks import refuse_if_written
-from .storage import BlockRecord, block_name, index_block, pool, read_index, write_index
+from .storage import BlockRecord, block_name, pool, read_index, write_index
+from .storage.indexbuild import current_record
 from .storage.indexfile import CHUNK_INDEX_FILENAME
 
 __all__ = ["build_chunk_index", "IndexSummary"]
@@ -97,16 +98,12 @@ def build_chunk_index(path: str | os.PathLike[str], prefix: str | None = None, *
     reused = 0
 
     def one(index: int) -> tuple[int, BlockRecord | None, str, bool]:
-        file = root / block_name(index, pfx)
-        record = old.record(index) if old is not None else None
         try:
-            if record is not None and record.matches(os.stat(file)):
-                return index, record, "", True
-            record = index_block(file, index, grid.coords(index), key)
+            record, kept = current_record(root / block_name(index, pfx), index, grid.coords(index), key, old)
         except (OSError, ValueError, RuntimeError) as e:  # damaged: left out; reads and verify say why
             return index, None, f"not indexed: {e}", False
         why = "" if record is not None else "its chunks are not blosc alone: read through HDF5"
-        return index, record, why, False
+        return index, record, why, kept
 
     records = []
     for index, record, why, kept in pool().map(one, blocks):

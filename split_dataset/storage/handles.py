@@ -19,6 +19,7 @@ from . import blosc as _blosc
 from .chunkindex import hdf5_index
 from .codecs import BLOSC_FILTER
 from .hdf5 import find_data_key, open_same
+from .indexfile import blosc_codes
 from .reader import ChunkReader, _outer
 from .source import ByteSource, LocalFile
 from .threads import run_shared
@@ -115,8 +116,7 @@ class BlockHandle:
                 if self.mode != "refused":
                     if source is None:
                         source = self.source = LocalFile(self.path)
-                    check = _blosc.FrameCheck(nbytes, self.dtype.itemsize, cd[5] if len(cd) > 5 else 1,
-                                              cd[6] if len(cd) > 6 else 0)
+                    check = _blosc.FrameCheck(nbytes, self.dtype.itemsize, *blosc_codes(cd))
                     self.reader = ChunkReader(source, lambda: hdf5_index(dset), chunks, self.dtype, check,
                                               dset.fillvalue, trailer, skipped_bit=1 << k)
             elif not set(ids) <= BUILTIN_FILTERS:

@@ -6,6 +6,7 @@ Block files are HDF5 in the flammkuchen/PyTables layout: one array under
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -21,7 +22,7 @@ from . import blosc as _blosc
 from .chunkindex import hdf5_index
 from .codecs import Codec
 from .files import fsync_dir, fsync_file, open_regular, regular_stat
-from .indexfile import BlockRecord, chunk_hash, scan_entries
+from .indexfile import BlockRecord, block_record, chunk_hash, scan_entries
 from .layout import temporary_name
 from .threads import pool
 
@@ -201,24 +202,13 @@ def _write_block_file(f: h5py.File, data: np.ndarray, key: str, codec: Codec, ch
     for offset, (payload, digest) in zip(offsets, pool().map(encode, offsets)):
         write(offset, payload)
         hashes.append(digest)
-    if len(_filter_ids(dset)) != 1:  # not blosc alone: not indexed
+    plist = dset.id.get_create_plist()
+    if plist.get_nfilters() != 1:  # not blosc alone: not indexed
         return None
     stored = hdf5_index(dset)
-    infos = [stored[o] for o in offsets]
-    cd = _filter_values(dset)
-    return (str(dset.name).lstrip("/"), data.dtype, np.asarray(dset.fillvalue, data.dtype).tobytes(), data.shape, ch,
-            cd[5] if len(cd) > 5 else 1, cd[6] if len(cd) > 6 else 0,
-            scan_entries(offsets, infos, hashes, data.shape, ch))
-
-
-def _filter_ids(dset: Any) -> list[int]:
-    plist = dset.id.get_create_plist()
-    return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-
-
-def _filter_values(dset: Any) -> tuple[int, ...]:
-    plist = dset.id.get_create_plist()
-    return tuple(plist.get_filter(0)[2])
+    entries = scan_entries(offsets, [stored[o] for o in offsets], hashes, data.shape, ch)
+    return functools.partial(block_record, name=str(dset.name), dtype=data.dtype, fillvalue=dset.fillvalue,
+                             shape=data.shape, chunks=ch, cd=tuple(plist.get_filter(0)[2]), entries=entries)
 
 
 class StagedBlock(NamedTuple):
@@ -226,7 +216,7 @@ class StagedBlock(NamedTuple):
 
     tmp: Path
     path: Path
-    parts: Any  #: what its chunk-index record needs (None: not indexed)
+    parts: Any  #: ``parts(block, stat)`` makes its chunk-index record (None: not indexed)
 
 
 def stage_block(path: Path, data: np.ndarray, key: str, codec: Codec, chunks: tuple[int, ...] | None = None
@@ -265,10 +255,7 @@ def commit_block(staged: StagedBlock, *, fsync: bool = True, block: int = 0) -> 
         fsync_dir(staged.path.parent)
     if staged.parts is None:
         return None
-    st = os.stat(staged.path)
-    name, dtype, fill, shape, ch, shuffle, compressor, entries = staged.parts
-    return BlockRecord(block, name, dtype, fill, st.st_size, st.st_mtime_ns, st.st_ino, tuple(shape), tuple(ch),
-                       int(shuffle), int(compressor), entries)
+    return staged.parts(block, os.stat(staged.path))  # type: ignore[no-any-return]
 
 
 def write_block_atomic(

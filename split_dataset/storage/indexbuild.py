@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from . import blosc as _blosc
-from .codecs import BLOSC_FILTER
 from .handles import BlockHandle, open_block
-from .indexfile import BlockEntries, BlockRecord, chunk_hash, scan_entries
+from .indexfile import BlockEntries, BlockRecord, IndexFile, block_record, chunk_hash, scan_entries
 from .reader import ChunkReader
 from .source import LocalFile
 from .threads import part_buffers
 
-__all__ = ["index_block", "open_indexed"]
+__all__ = ["index_block", "current_record", "open_indexed"]
 
 
 def index_block(path: Path, block: int, coords: tuple[int, ...], key: str | None) -> BlockRecord | None:
@@ -62,19 +61,23 @@ def index_block(path: Path, block: int, coords: tuple[int, ...], key: str | None
                     check.offsets(stored, nblocks, size)
             hashes.append(chunk_hash(stored))
         plist = handle.dset.id.get_create_plist()
-        cd: tuple[int, ...] = ()
-        for i in range(plist.get_nfilters()):
-            fid, _, values, _ = plist.get_filter(i)
-            if fid == BLOSC_FILTER:
-                cd = tuple(values)
-        fill = np.asarray(handle.dset.fillvalue, handle.dtype).tobytes()
-        return BlockRecord(
-            block, handle.name, handle.dtype, fill, st.st_size, st.st_mtime_ns, st.st_ino, tuple(handle.shape),
-            tuple(handle.chunks), cd[5] if len(cd) > 5 else 1, cd[6] if len(cd) > 6 else 0,  # the filter's defaults
-            scan_entries(offsets, infos, hashes, tuple(handle.shape), tuple(handle.chunks)),
-        )
+        cd = tuple(plist.get_filter(0)[2])  # "direct": blosc is the only filter
+        entries = scan_entries(offsets, infos, hashes, tuple(handle.shape), tuple(handle.chunks))
+        return block_record(block, st, handle.name, handle.dtype, handle.dset.fillvalue, tuple(handle.shape),
+                            tuple(handle.chunks), cd, entries)
     finally:
         handle.close()
+
+
+def current_record(path: Path, block: int, coords: tuple[int, ...], key: str | None, old: IndexFile | None
+                   ) -> tuple[BlockRecord | None, bool]:
+    """Block `block`'s record as its file is now: the one in the `old` index if the file is still
+    the one it describes (size, modification time, inode), else :func:`index_block` of the file.
+    Returns ``(record, reused)``; raises what :func:`index_block` raises."""
+    record = old.record(block) if old is not None else None
+    if record is not None and record.matches(os.stat(path)):
+        return record, True
+    return index_block(path, block, coords, key), False
 
 
 def open_indexed(path: Path, record: BlockRecord) -> BlockHandle | None:

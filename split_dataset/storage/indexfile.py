@@ -102,8 +102,24 @@ class BlockRecord:
         return st.st_size == self.size and st.st_mtime_ns == self.mtime_ns and st.st_ino == self.ino
 
 
-def _n_chunks(shape: Sequence[int], chunks: Sequence[int]) -> int:
-    return math.prod(-(-int(n) // int(c)) for n, c in zip(shape, chunks))
+def blosc_codes(cd: Sequence[int]) -> tuple[int, int]:
+    """``(shuffle, compressor)`` of the blosc filter's `cd` values: ``cd[5]`` and ``cd[6]``, or the
+    filter's defaults (byte shuffle, blosclz) where the file does not store them.
+
+    Examples
+    --------
+    >>> blosc_codes((2, 2, 2, 131072, 5, 1, 1)), blosc_codes((2, 2, 2, 131072))
+    ((1, 1), (1, 0))
+    """
+    return (int(cd[5]) if len(cd) > 5 else 1, int(cd[6]) if len(cd) > 6 else 0)
+
+
+def block_record(block: int, st: os.stat_result, name: str, dtype: np.dtype, fillvalue: Any, shape: tuple[int, ...],
+                 chunks: tuple[int, ...], cd: Sequence[int], entries: np.ndarray) -> BlockRecord:
+    """The record of block file `block`, whose ``os.stat`` is `st`: its array `name` (an HDF5
+    path), `dtype`, fill value, `shape`, in `chunks` compressed by blosc with `cd` values."""
+    return BlockRecord(block, name.lstrip("/"), dtype, np.asarray(fillvalue, dtype).tobytes(), st.st_size,
+                       st.st_mtime_ns, st.st_ino, tuple(shape), tuple(chunks), *blosc_codes(cd), entries)
 
 
 def encode_index(records: Iterable[BlockRecord], prefix: str) -> bytes:
@@ -225,11 +241,6 @@ class BlockEntries(Mapping[tuple[int, ...], tuple[int, int, int]]):
         if i < 0:
             return None
         return (self._addr[i], self._size[i], self._mask[i], self._hash[i])
-
-    def hash_of(self, offset: tuple[int, ...]) -> int | None:
-        """The recorded checksum of the chunk at `offset` (None if not indexed)."""
-        i = self._pos(offset)
-        return self._hash[i] if i >= 0 else None
 
     def _offset(self, linear: int) -> tuple[int, ...]:
         out = []

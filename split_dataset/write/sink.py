@@ -6,7 +6,6 @@ every writer, in the order of docs/format.md §10.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,6 @@ from ..storage import (
     block_name,
     fsync_dir,
     fsync_file,
-    index_block,
     pool,
     read_index,
     sha256_file,
@@ -34,6 +32,7 @@ from ..storage import (
     write_json_atomic,
 )
 from ..storage.hdf5 import StagedBlock, commit_block, stage_block
+from ..storage.indexbuild import current_record
 from .display import RangeSampler
 from .options import WriteOptions
 
@@ -199,12 +198,9 @@ class BlockSink:
             path = self.root / block_name(index, self.prefix)
             coords = self.grid.coords(index) if index < self.grid.n_blocks else (index,) + (0,) * (self.grid.ndim - 1)
             try:
-                record = old.record(index) if old is not None else None
-                if record is None or not record.matches(os.stat(path)):
-                    record = index_block(path, index, coords, self.meta.data_key)
+                return current_record(path, index, coords, self.meta.data_key, old)[0]
             except (OSError, ValueError, RuntimeError):  # missing or unreadable: left out, HDF5 says why
                 return None
-            return record
 
         records = [r for r in pool().map(record_of, range(n)) if r is not None]
         if records:
