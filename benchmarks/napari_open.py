@@ -5,7 +5,7 @@
 Datasets: the demo acquisition (``split-dataset demo``: 60 volumes of 30 x 256 x 256 uint16,
 written by the streaming writer) and 100 dark-camera 2048 x 2048 uint16 frames (``save``
 defaults). Each is opened with a headless ``napari.components.ViewerModel`` through the
-plugin (``viewer.open(path, plugin="split_dataset")``; napari draws the first plane while
+plugin (``viewer.open(path, plugin="split-dataset")``; napari draws the first plane while
 adding the layer), then the first slider is moved to 5 other positions, each followed by
 reading the plane shown (what the canvas would draw). Counts: chunk decodes (whole chunks
 and parts) by the package's chunk reader. Medians over ``--reps`` fresh openings.
@@ -67,7 +67,7 @@ def main() -> None:
                 counts["decodes"] = 0
                 viewer = ViewerModel()
                 t = time.perf_counter()
-                layer, = viewer.open(str(path), plugin="split_dataset")
+                layer, = viewer.open(str(path), plugin="split-dataset")
                 opened.append(time.perf_counter() - t)
                 open_decodes.append(counts["decodes"])
                 data = layer.data[0] if layer.multiscale else layer.data

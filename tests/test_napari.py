@@ -25,7 +25,7 @@ from split_dataset.storage.reader import ChunkReader  # noqa: E402
 DATA = Path(__file__).parent / "data" / "legacy"
 DIALECTS = ["empty_filled", "old_no_json", "padded", "tzyx_uint16", "yx_int32", "zyx_float32_2axes",
             "acquisition/original"]
-PLUGIN = "split_dataset"
+PLUGIN = "split-dataset"
 
 
 @pytest.fixture(scope="module", autouse=True)
