@@ -52,6 +52,8 @@ def convert(
     *,
     overwrite: bool = False,
     progress: Progress | None = None,
+    ngff: str | None = None,
+    bdv: bool = False,
 ) -> Converted:
     """Copy an array from one storage to another, block by block, with its metadata.
 
@@ -80,6 +82,13 @@ def convert(
         ``FileExistsError`` (an empty folder counts as absent).
     progress
         Called as ``progress(done, total)`` with the number of blocks or regions written.
+    ngff
+        Write a zarr destination as an OME-Zarr image of this OME-NGFF version: ``"0.5"``
+        (zarr v3, sharded; the default for a name ending in ``.ome.zarr``) or ``"0.4"``
+        (zarr v2). See :mod:`split_dataset.convert.omezarr` for what is written: axes
+        with units, a 2x mean pyramid down to planes of 512 pixels, a display window.
+    bdv
+        Write OME-NGFF 0.4 as full 5-D (t, c, z, y, x), the form BigDataViewer reads.
 
     Returns
     -------
@@ -113,6 +122,8 @@ def convert(
     >>> with h5py.File(os.path.join(d, "x.h5")) as f:
     ...     f["exported_data"][5].tolist(), f["exported_data"].attrs["axis_order"]
     ([20, 21, 22, 23], 'yx')
+    >>> convert(os.path.join(d, "ds"), os.path.join(d, "x.ome.zarr")).destination.kind  # OME-NGFF 0.5
+    'omezarr'
     """
     target = dst if isinstance(dst, Spec) else parse_spec(dst, writing=True)
     source = src if isinstance(src, Source) else open_source(src)
@@ -123,11 +134,12 @@ def convert(
         block = _parse_block(shape_block, source.shape)
         if compression is not None:
             Codec.parse(compression)  # an unknown codec fails before anything is written
-        write(source, target, block, compression, overwrite, progress)
+        write(source, target, block, compression, overwrite, progress, ngff=ngff, bdv=bdv)
         carried = tuple(source.metadata())
         dropped = carried if target.kind == "npy" else ()
         inner = target.inner or ("/stack" if target.kind == "hdf5" else None)
-        return Converted(Spec(target.kind, target.path, inner), source.shape, source.dtype,
+        kind = "omezarr" if target.kind == "zarr" and (ngff is not None or bdv) else target.kind
+        return Converted(Spec(kind, target.path, inner), source.shape, source.dtype,
                          () if dropped else carried, dropped)
     finally:
         if not isinstance(src, Source):

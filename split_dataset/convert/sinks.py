@@ -18,6 +18,7 @@ from ..grid import BlockGrid
 from ..storage import Codec, default_chunks
 from ..writer import DEFAULT_COMPRESSION, default_shape_block, make_metadata, save
 from .attributes import RESERVED, h5_attrs, reserved_attrs
+from .omezarr import write_ome_zarr
 from .sources import Source, import_zarr
 from .spec import Progress, Spec
 from .staging import staged
@@ -188,14 +189,24 @@ def _write_zarr(source: Source, dst: Spec, block: tuple[int | None, ...] | None,
         _copy_regions(source, out, tuple(out.chunks), progress)
 
 
-_WRITERS = {"split": _write_split, "hdf5": _write_hdf5, "npy": _write_npy, "zarr": _write_zarr}
+def _write_ome(source: Source, dst: Spec, block: tuple[int | None, ...] | None, compression: Any,
+               overwrite: bool, progress: Progress | None, ngff: str | None = None, bdv: bool = False) -> None:
+    if block is not None:
+        raise ValueError("an OME-Zarr image is chunked by planes, with shards following the source's blocks; "
+                         "a block shape does not apply to it")
+    write_ome_zarr(source, dst, compression, overwrite, progress, ngff=ngff or "0.5", bdv=bdv)
+
+
+_WRITERS = {"split": _write_split, "hdf5": _write_hdf5, "npy": _write_npy, "zarr": _write_zarr,
+            "omezarr": _write_ome}
 
 
 def write(source: Source, dst: Spec, block: tuple[int | None, ...] | None, compression: Any, overwrite: bool,
-          progress: Progress | None) -> None:
+          progress: Progress | None, *, ngff: str | None = None, bdv: bool = False) -> None:
     """Write `source` to `dst` with the writer of ``dst.kind`` (arguments checked by :func:`convert`).
 
     `block` holds one entry per axis (None: the whole axis), or is None for the default.
+    `ngff` or `bdv` make a zarr destination an OME-Zarr image (the default for ``.ome.zarr``).
 
     Examples
     --------
@@ -207,4 +218,9 @@ def write(source: Source, dst: Spec, block: tuple[int | None, ...] | None, compr
     >>> np.load(path).tolist()
     [[0, 1, 2], [3, 4, 5]]
     """
+    if dst.kind in ("zarr", "omezarr") and (ngff is not None or bdv or dst.kind == "omezarr"):
+        _write_ome(source, dst, block, compression, overwrite, progress, ngff, bdv)
+        return
+    if ngff is not None or bdv:
+        raise ValueError(f"NGFF options apply to zarr destinations; {str(dst)!r} is a {dst.kind} destination")
     _WRITERS[dst.kind](source, dst, block, compression, overwrite, progress)

@@ -20,6 +20,7 @@ from ..errors import SourceError
 from ..storage.hdf5 import open_readonly
 from .attributes import attrs_from
 from .h5source import HDF5Array
+from .omezarr import is_ome_group, open_ome_zarr
 from .spec import Spec, parse_spec
 
 __all__ = ["Source", "import_zarr", "open_source"]
@@ -217,6 +218,11 @@ def _open_zarr(spec: Spec) -> Source:
     except (FileNotFoundError, KeyError, ValueError) as e:
         where = f"no array {spec.inner!r} in" if spec.inner else "cannot read"
         raise SourceError(f"{where} the zarr store {str(spec.path)!r}: {e}") from e
+    except Exception as e:  # zarr's metadata parsing lets TypeError and others out of damaged zarr.json files
+        raise SourceError(f"cannot read the zarr store {str(spec.path)!r}: damaged metadata "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from e
+    if not hasattr(node, "shape") and is_ome_group(node.attrs):
+        return open_ome_zarr(spec.path, node)
     if not hasattr(node, "shape"):
         names = _zarr_arrays(node)
         if spec.inner is not None or len(names) != 1:
@@ -255,7 +261,8 @@ def open_source(spec: str | os.PathLike[str] | Spec) -> Source:
     spec
         A split dataset folder, ``file.h5:/path/in/file`` (the path may be left out when
         the file holds one dataset), a ``.npy`` file or a zarr array (``x.zarr``,
-        ``store.zarr:/group/array``).
+        ``store.zarr:/group/array``) or an OME-Zarr image (``image.ome.zarr``: level 0, with the
+        physical metadata of its axes).
 
     Returns
     -------
@@ -281,6 +288,7 @@ def open_source(spec: str | os.PathLike[str] | Spec) -> Source:
     ('npy', (3, 4), [4, 6])
     """
     parsed = spec if isinstance(spec, Spec) else parse_spec(spec)
-    opener = {"split": _open_split, "hdf5": _open_hdf5, "npy": _open_npy, "zarr": _open_zarr}[parsed.kind]
+    opener = {"split": _open_split, "hdf5": _open_hdf5, "npy": _open_npy, "zarr": _open_zarr,
+              "omezarr": _open_zarr}[parsed.kind]
     return opener(parsed)
 

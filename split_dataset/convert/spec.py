@@ -2,7 +2,8 @@
 
 Forms: a split dataset folder (``fish1/raw``); an HDF5 dataset (``file.h5:/path/in/file``,
 ``.h5``, ``.hdf5``, ``.hdf``, ``.he5``, other names recognised by their HDF5 signature); a
-``.npy`` file; a zarr array (``stack.zarr`` or ``store.zarr:/group/array``).
+``.npy`` file; a zarr array (``stack.zarr`` or ``store.zarr:/group/array``); an OME-Zarr
+image (``image.ome.zarr``, or a zarr group holding OME-NGFF multiscales, read at level 0).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ _UNSUPPORTED_SUFFIXES = frozenset(
 class Spec:
     """A parsed source or destination: its ``kind``, file or folder ``path`` and ``inner`` path.
 
-    ``kind`` is ``"split"``, ``"hdf5"``, ``"npy"`` or ``"zarr"``; ``inner`` is the path of the
+    ``kind`` is ``"split"``, ``"hdf5"``, ``"npy"``, ``"zarr"`` or ``"omezarr"`` (a name ending in
+    ``.ome.zarr``: written as OME-NGFF, read at level 0); ``inner`` is the path of the
     dataset inside an HDF5 file or zarr group (None when not given).
     """
 
@@ -105,7 +107,8 @@ def parse_spec(spec: str | os.PathLike[str], *, writing: bool = False) -> Spec:
         return Spec("hdf5", Path(m["file"]), _inner(m["inner"]))
     m = _ZARR_RE.match(s)
     if m:
-        return Spec("zarr", Path(m["file"]), _inner(m["inner"]))
+        zkind = "omezarr" if m["file"].lower().endswith(".ome.zarr") else "zarr"
+        return Spec(zkind, Path(m["file"]), _inner(m["inner"]))
     p = Path(s)
     if p.suffix.lower() == ".npy" and not p.is_dir():
         return Spec("npy", p)
