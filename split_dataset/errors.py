@@ -161,3 +161,13 @@ class ChunkIndexError(SplitDatasetError, ValueError):
 class ChunkIndexWarning(UserWarning):
     """The dataset's ``chunk_index.bin`` was ignored (see :class:`ChunkIndexError`); reads are
     correct but each first read of a block opens its HDF5 file."""
+
+
+class VirtualRefsError(SplitDatasetError, ValueError):
+    """:func:`split_dataset.virtual_refs` cannot describe the dataset exactly as one zarr array
+    whose chunks are byte ranges of the block files: the blocks differ in codec, layout or
+    in-file chunk shape, their chunks do not tile the blocks, a chunk was stored with a filter
+    skipped (HDF5's per-chunk filter mask), a codec has no zarr equivalent, or a block file
+    lies outside the dataset folder. The message names the block file, what was expected
+    and what was found. Nothing is written; the dataset still reads through this package
+    (``split-dataset convert`` rewrites it in a layout references can describe)."""
