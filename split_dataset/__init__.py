@@ -24,6 +24,7 @@ from . import errors, writer
 from .chunk_index import build_chunk_index
 from .dataset import SplitDataset, open
 from .legacy import Blocks, EmptySplitDataset, save_to_split_dataset
+from .refs import virtual_refs
 from .storage import Codec
 from .stream import SplitDatasetWriter
 from .write.options import DEFAULT_COMPRESSION
@@ -105,6 +106,7 @@ __all__ = [
     "SplitDatasetWriter",
     "to_dask",
     "build_chunk_index",
+    "virtual_refs",
     "Codec",
     "errors",
     "Blocks",
