@@ -11,7 +11,7 @@ import argparse
 from .exits import EXIT_DAMAGED, EXIT_OK
 from .format import _Bar, _checksum_summary, _dims, _dumps, format_info
 
-__all__ = ["cmd_convert", "cmd_export_vds", "cmd_index", "cmd_info", "cmd_verify"]
+__all__ = ["cmd_convert", "cmd_export_vds", "cmd_index", "cmd_info", "cmd_refs", "cmd_verify"]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -84,4 +84,22 @@ def cmd_export_vds(args: argparse.Namespace) -> int:
         out = export_vds(args.path, args.out, fill_value=args.fill, overwrite=args.overwrite, progress=bar)
     print(f"wrote {out}: /stack is a virtual dataset over the block files of {args.path} (paths relative to the "
           "file: move them together); readers need the blosc filter (Python: import hdf5plugin)")
+    return EXIT_OK
+
+
+def cmd_refs(args: argparse.Namespace) -> int:
+    from ..refs import TEMPLATE, refs_summary, virtual_refs
+
+    with _Bar("referencing", "block", args.quiet) as bar:
+        refs = virtual_refs(args.path, args.out, paths="absolute" if args.absolute else "relative",
+                            url_prefix=args.url_prefix, overwrite=args.overwrite, progress=bar)
+    s = refs_summary(refs)
+    base = refs["templates"][TEMPLATE]
+    if args.json:
+        print(_dumps({"path": str(args.out), **s, TEMPLATE: base}, indent=2))
+        return EXIT_OK
+    where = (f"block files relative to the dataset: open with template_overrides={{'{TEMPLATE}': {str(args.path)!r}}}"
+             if base == "." else f"block files under {base}")
+    print(f"wrote {args.out}: {s['chunks']} chunks in {s['blocks']} block files ({s['bytes']} bytes) referenced; "
+          f"{where}")
     return EXIT_OK

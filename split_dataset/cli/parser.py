@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from .commands import cmd_convert, cmd_export_vds, cmd_index, cmd_info, cmd_verify
+from .commands import cmd_convert, cmd_export_vds, cmd_index, cmd_info, cmd_refs, cmd_verify
 from .demo import cmd_demo
 from .exits import EXIT_CODES_HELP, PROG
 from .format import _wrap
@@ -127,6 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fill", type=_number, metavar="VALUE",
                    help="export even if block files are missing; their regions read as VALUE")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5")
+
+    p = add("refs", cmd_refs, "write virtual zarr references (kerchunk JSON) to the block files, nothing copied",
+            "Write OUT.json, a kerchunk-style reference set (version 1) that fsspec's reference file system serves "
+            "as a zarr v3 store: one array 'data' whose chunks are byte ranges inside the block files of PATH, "
+            "with dimension names from axis_order and the physical metadata and attrs as attributes. zarr-python 3 "
+            "and xarray read it (gzip blocks need the numcodecs.zlib codec). Datasets whose blocks differ in codec "
+            "or chunk shape, whose chunks do not tile the blocks or skip a filter are refused. Block files are "
+            "named relative to the dataset (template 'u' = '.'): open with template_overrides={'u': PATH}; "
+            "--absolute or --url-prefix name them otherwise. Missing blocks read as the fill value.",
+            f"examples:\n  {PROG} refs fish1/raw fish1/raw.refs.json\n"
+            f"  {PROG} refs fish1/raw fish1/s3.refs.json --url-prefix s3://bucket/fish1/raw\n"
+            "  python -c \"import xarray as xr; print(xr.open_dataset('reference://', engine='zarr', "
+            "storage_options={'fo': 'fish1/raw.refs.json', 'template_overrides': {'u': 'fish1/raw'}}))\"")
+    p.add_argument("path", metavar="PATH", help="the dataset folder")
+    p.add_argument("out", metavar="OUT.json", help="the reference file to write")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--absolute", action="store_true", help="name the block files by their absolute paths")
+    where.add_argument("--url-prefix", metavar="URL", help="name the block files under URL, the dataset folder's "
+                       "URL (s3://..., https://...)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.json")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     p = add("demo", cmd_demo, "simulate an acquisition, stream it to disk, read it back, show info",
             "Simulate a short light-sheet acquisition (synthetic volumes: drifting, flickering cells in a dim "
