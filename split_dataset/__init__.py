@@ -25,6 +25,7 @@ from .chunk_index import build_chunk_index
 from .dataset import SplitDataset, open
 from .legacy import Blocks, EmptySplitDataset, save_to_split_dataset
 from .refs import virtual_refs
+from .remote.store import is_url
 from .storage import Codec
 from .stream import SplitDatasetWriter
 from .write.options import DEFAULT_COMPRESSION
@@ -51,6 +52,7 @@ def save(
     overwrite: bool = False,
     fsync: bool = True,
     checksums: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> SplitDataset:
     """Write an array as a split dataset, block by block, and open it.
 
@@ -58,6 +60,12 @@ def save(
     per block file (:func:`split_dataset.dask_adapter.save_dask`, which needs the
     ``dask`` extra); anything else is written by :func:`split_dataset.writer.save`, whose
     documentation describes every parameter.
+
+    `path` may be a URL of an object store (``s3://bucket/ds``, with `storage_options`
+    for fsspec; the ``remote`` extra): the dataset is written to a local staging folder
+    (in ``$TMPDIR``, which needs room for it), then each file is uploaded as one object,
+    ``stack_metadata.json`` last, so readers never see half a dataset
+    (:func:`split_dataset.remote.upload.upload`). The dataset is returned opened by URL.
 
     Examples
     --------
@@ -70,6 +78,15 @@ def save(
     keywords: dict[str, Any] = dict(
         compression=compression, resolution=resolution, axis_order=axis_order, attrs=attrs, chunks=chunks,
         units=units, frame_interval=frame_interval, like=like, overwrite=overwrite, fsync=fsync, checksums=checksums)
+    if is_url(path):
+        from .remote.upload import save_remote
+
+        local = dict(keywords, overwrite=False, fsync=False)  # the staging folder is new and temporary
+        url = save_remote(lambda folder: save(data, folder, shape_block, **local).close(), str(path),
+                          storage_options, overwrite=overwrite)
+        return open(url, storage_options=storage_options)
+    if storage_options:
+        raise TypeError(f"storage_options apply to URLs; {str(path)!r} is a local path")
     if _is_dask_array(data):
         from .dask_adapter import save_dask  # the optional extra: dask is imported only when used
 

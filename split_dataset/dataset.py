@@ -24,6 +24,7 @@ from .grid import BlockGrid
 from .indexing import Indexer
 from .metadata import Metadata
 from .opening import choose_prefix, load_chunk_index, read_metadata, resolve_root
+from .remote.store import is_url
 from .storage import (
     METADATA_FILENAME,
     BlockHandle,
@@ -75,6 +76,10 @@ class SplitDataset(DatasetInfo):
         Use the dataset's ``chunk_index.bin`` (True, the default) or ignore it and
         read every block's chunk index from its HDF5 file. A block whose file is not
         the one indexed is read through HDF5 either way.
+    storage_options
+        For a URL (``s3://``, ``https://``, any fsspec URL): passed to fsspec. A URL
+        opens a :class:`~split_dataset.remote.dataset.RemoteSplitDataset` (read-only;
+        needs the ``remote`` extra).
 
     Examples
     --------
@@ -85,6 +90,13 @@ class SplitDataset(DatasetInfo):
     ((6, 4), 2, [20, 22])
     """
 
+    def __new__(cls, path: Any = None, *args: Any, **kwargs: Any) -> SplitDataset:
+        if cls is SplitDataset and is_url(path):  # a URL: the same API over fsspec
+            from .remote.dataset import RemoteSplitDataset
+
+            return super().__new__(RemoteSplitDataset)
+        return super().__new__(cls)
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -93,7 +105,10 @@ class SplitDataset(DatasetInfo):
         cache_size: int = 128,
         fill_value: Any = None,
         chunk_index: bool = True,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
+        if storage_options:
+            raise TypeError(f"storage_options apply to datasets opened by URL; {str(path)!r} is a local path")
         self._root = resolve_root(path)
         self._prefix_arg = prefix
         self._fill_value = fill_value
@@ -107,14 +122,10 @@ class SplitDataset(DatasetInfo):
         """Read the metadata and the block list; the new state is assigned at the end, all at
         once, so reads running in other threads (``refresh()``) see the old state or the new."""
         root = self._root
-        groups = scan_block_files(root)
-        prefix = choose_prefix(root, groups, self._prefix_arg)
-        present = groups.get(prefix, {})
-        _, raw, meta = read_metadata(root, present)
+        prefix, present, raw, meta = self._find()
         claimed = BlockGrid(meta.shape, meta.shape_block, meta.padding)
         self._loading = (prefix, frozenset(present), meta.data_key, meta.dtype)
-        self._loading_index = (load_chunk_index(root, prefix, meta.data_key, meta.dtype)
-                               if self._use_index else None)
+        self._loading_index = self._load_index(prefix, meta) if self._use_index else None
         try:
             shape = self._reconcile(claimed, meta)
             grid = claimed if shape == meta.shape else claimed.with_shape(shape)
@@ -147,6 +158,18 @@ class SplitDataset(DatasetInfo):
                 MissingBlocksWarning,
                 stacklevel=3,
             )
+
+    def _find(self) -> tuple[str, Any, dict[str, Any], Metadata]:
+        """(block-name prefix, the block files present by number, raw metadata, parsed metadata)."""
+        groups = scan_block_files(self._root)
+        prefix = choose_prefix(self._root, groups, self._prefix_arg)
+        present = groups.get(prefix, {})
+        _, raw, meta = read_metadata(self._root, present)
+        return prefix, present, raw, meta
+
+    def _load_index(self, prefix: str, meta: Metadata) -> IndexFile | None:
+        """The dataset's chunk index, if it has a valid one for these blocks."""
+        return load_chunk_index(self._root, prefix, meta.data_key, meta.dtype)
 
     def _reconcile(self, grid: BlockGrid, meta: Metadata) -> tuple[int, ...]:
         """The shape the files on disk support: the metadata's, or another number of frames on axis 0."""
@@ -469,13 +492,33 @@ class _OIndex:
         return self._ds._get(Indexer.create(selection, self._ds.shape, outer=True))
 
 
-def open(path: str | os.PathLike[str], prefix: str | None = None, **kwargs: Any) -> SplitDataset:
-    """Open a split dataset for reading (same as ``SplitDataset(path)``).
+def open(path: str | os.PathLike[str], prefix: str | None = None, *, storage_options: dict[str, Any] | None = None,
+         **kwargs: Any) -> SplitDataset:
+    """Open a split dataset for reading: a local folder, or a URL of any fsspec filesystem.
+
+    Parameters
+    ----------
+    path
+        The dataset folder, or its URL (``s3://bucket/ds``, ``https://host/data/ds``,
+        ``gs://...``): read-only through fsspec (the ``remote`` extra), fetching only the
+        chunks a selection needs, by range requests.
+    prefix
+        Name prefix of the block files (see :class:`SplitDataset`).
+    storage_options
+        For a URL: passed to fsspec (credentials, ``client_kwargs={"endpoint_url": ...}``).
+    **kwargs
+        ``cache_size``, ``fill_value``, ``chunk_index``; for a URL also ``retries`` and
+        ``timeout`` (see :class:`~split_dataset.remote.dataset.RemoteSplitDataset`).
 
     Examples
     --------
     >>> import split_dataset
     >>> ds = split_dataset.open("my_dataset")  # doctest: +SKIP
     >>> frame = ds[0, 5]  # doctest: +SKIP
+    >>> ds = split_dataset.open("s3://lab-archive/fish1/raw", storage_options={"anon": True})  # doctest: +SKIP
     """
-    return SplitDataset(path, prefix, **kwargs)
+    if is_url(path):
+        from .remote.dataset import RemoteSplitDataset
+
+        return RemoteSplitDataset(path, prefix, storage_options=storage_options, **kwargs)
+    return SplitDataset(path, prefix, storage_options=storage_options, **kwargs)

@@ -9,6 +9,7 @@ against numpy, h5py or the old package keeps working: bad indexes are
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "SplitDatasetError",
@@ -29,7 +30,13 @@ __all__ = [
     "CorruptSourceError",
     "ChunkIndexError",
     "ChunkIndexWarning",
+    "RemoteError",
 ]
+
+
+def _as_path(path: Any) -> Any:
+    """A ``Path`` for a local path; a URL (:class:`~split_dataset.remote.store.RemotePath`) kept as it is."""
+    return path if hasattr(path, "url") else Path(path)
 
 
 class SplitDatasetError(Exception):
@@ -61,7 +68,7 @@ class MissingBlockError(SplitDatasetError, FileNotFoundError):
     """A block file the metadata describes is not on disk."""
 
     def __init__(self, path: Path, block: tuple[int, ...], detail: str = "") -> None:
-        self.path = Path(path)
+        self.path = _as_path(path)
         self.block = tuple(block)
         msg = f"block {self.block} is missing: expected file {str(self.path)!r}"
         if detail:
@@ -73,7 +80,7 @@ class CorruptBlockError(SplitDatasetError, OSError):
     """A block file exists but cannot be read as an HDF5 block."""
 
     def __init__(self, path: Path, block: tuple[int, ...], detail: str) -> None:
-        self.path = Path(path)
+        self.path = _as_path(path)
         self.block = tuple(block)
         super().__init__(f"block {self.block} in {str(self.path)!r} is unreadable: {detail}")
 
@@ -171,3 +178,13 @@ class VirtualRefsError(SplitDatasetError, ValueError):
     lies outside the dataset folder. The message names the block file, what was expected
     and what was found. Nothing is written; the dataset still reads through this package
     (``split-dataset convert`` rewrites it in a layout references can describe)."""
+
+
+class RemoteError(SplitDatasetError, OSError):
+    """Reading a dataset by URL failed: the server refused, timed out or kept failing after
+    retries, or answered in a way that cannot be trusted (a range request answered with
+    the whole file). The message names the URL (and the block, where one was being read)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = str(url)
+        super().__init__(f"{self.url}: {detail}")

@@ -13,7 +13,7 @@ from .errors import ChunkIndexError, ChunkIndexWarning, MetadataError, NotASplit
 from .metadata import Metadata
 from .storage import METADATA_FILENAME, IndexFile, read_index, read_json, read_legacy_metadata
 
-__all__ = ["resolve_root", "choose_prefix", "read_metadata", "load_chunk_index"]
+__all__ = ["resolve_root", "choose_prefix", "read_metadata", "load_chunk_index", "usable_index"]
 
 
 def resolve_root(path: str | os.PathLike[str]) -> Path:
@@ -75,6 +75,11 @@ def load_chunk_index(root: Path, prefix: str, key: str | None, dtype: np.dtype |
         warnings.warn(f"{e}; the chunk index is ignored (`split-dataset index` rebuilds it)", ChunkIndexWarning,
                       stacklevel=4)
         return None
+    return usable_index(index, prefix, key, dtype)
+
+
+def usable_index(index: IndexFile | None, prefix: str, key: str | None, dtype: np.dtype | None) -> IndexFile | None:
+    """`index` if it describes these blocks (their prefix, array name and dtype), else None."""
     if index is None or not index.n_blocks or index.prefix != prefix:
         return None
     if (key is not None and index.data_key != key) or (dtype is not None and index.dtype != dtype):

@@ -53,13 +53,14 @@ def _exit_code(e: BaseException) -> int | None:
         MetadataError,
         MissingBlockError,
         NotASplitDatasetError,
+        RemoteError,
         SplitDatasetError,
         UnsafeDatasetError,
         WriteError,
     )
 
     if isinstance(e, (CorruptBlockError, MissingBlockError, BlockMismatchError, UnsafeDatasetError, MetadataError,
-                      WriteError, ChunkIndexError)):
+                      WriteError, ChunkIndexError, RemoteError)):
         return EXIT_DAMAGED  # the data on disk is damaged, or writing failed (checked first: these subclass
         #                      ValueError, OSError, FileNotFoundError)
     if isinstance(e, NotASplitDatasetError):

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import MetadataError, NotRegularFileError
 from .layout import temporary_name
 
-__all__ = ["read_json", "write_json_atomic", "write_bytes_atomic", "atomic_path", "fsync_file", "fsync_dir",
+__all__ = ["read_json", "parse_json", "MAX_JSON_BYTES",
+           "write_json_atomic", "write_bytes_atomic", "atomic_path", "fsync_file", "fsync_dir",
            "regular_stat", "open_regular"]
 
 
@@ -31,16 +32,31 @@ def read_json(path: Path) -> dict[str, Any]:
         raise MetadataError(str(e)) from None
     except OSError as e:
         raise MetadataError(f"{str(path)!r} cannot be read: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(min(os.fstat(f.fileno()).st_size + 1, MAX_JSON_BYTES))
+    return parse_json(raw, str(path))
+
+
+#: Most bytes of a metadata file read.
+MAX_JSON_BYTES = 1 << 24
+
+
+def parse_json(raw: bytes, where: str) -> dict[str, Any]:
+    """Parse metadata JSON bytes read from `where` (a path or URL, for messages); see :func:`read_json`.
+
+    Examples
+    --------
+    >>> parse_json(b'{"shape": [2]}', "x.json")
+    {'shape': [2]}
+    """
     try:
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read(min(os.fstat(f.fileno()).st_size + 1, 1 << 24))
         doc = json.loads(raw)
     except RecursionError:
-        raise MetadataError(f"{str(path)!r} nests JSON values too deeply to be metadata") from None
+        raise MetadataError(f"{where!r} nests JSON values too deeply to be metadata") from None
     except ValueError as e:  # invalid JSON or UTF-8, integers past Python's digit limit
-        raise MetadataError(f"{str(path)!r} is not valid JSON: {_short(str(e))}") from None
+        raise MetadataError(f"{where!r} is not valid JSON: {_short(str(e))}") from None
     if not isinstance(doc, dict):
-        raise MetadataError(f"{str(path)!r} must hold a JSON object, found {type(doc).__name__}")
+        raise MetadataError(f"{where!r} must hold a JSON object, found {type(doc).__name__}")
     return doc
 
 

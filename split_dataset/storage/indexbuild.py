@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,10 +14,10 @@ from . import blosc as _blosc
 from .handles import BlockHandle, open_block
 from .indexfile import BlockEntries, BlockRecord, IndexFile, block_record, chunk_hash, scan_entries
 from .reader import ChunkReader
-from .source import LocalFile
+from .source import ByteSource, LocalFile
 from .threads import part_buffers
 
-__all__ = ["index_block", "current_record", "open_indexed"]
+__all__ = ["index_block", "current_record", "open_indexed", "indexed_handle"]
 
 
 def index_block(path: Path, block: int, coords: tuple[int, ...], key: str | None) -> BlockRecord | None:
@@ -99,6 +100,11 @@ def open_indexed(path: Path, record: BlockRecord) -> BlockHandle | None:
     except BaseException:
         os.close(fd)
         raise
+    return indexed_handle(Path(path), record, source)
+
+
+def indexed_handle(path: Any, record: BlockRecord, source: ByteSource) -> BlockHandle:
+    """A ``"direct"`` handle reading the block at `path` from `source` with the chunks of its `record`."""
     itemsize = record.dtype.itemsize
     nbytes = int(np.prod(record.chunks)) * itemsize
     check = _blosc.FrameCheck(nbytes, itemsize, record.shuffle if record.shuffle >= 0 else None,
@@ -106,4 +112,4 @@ def open_indexed(path: Path, record: BlockRecord) -> BlockHandle | None:
     entries = BlockEntries(record.entries, record.shape, record.chunks)
     fill = np.frombuffer(record.fill, record.dtype)[0]
     reader = ChunkReader(source, lambda: entries, record.chunks, record.dtype, check, fill)
-    return BlockHandle.indexed(Path(path), record.name, record.shape, record.dtype, record.chunks, source, reader)
+    return BlockHandle.indexed(path, record.name, record.shape, record.dtype, record.chunks, source, reader)

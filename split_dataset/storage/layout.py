@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["METADATA_FILENAME", "CHECKSUM_FILENAME", "TMP_SUFFIX", "block_name", "scan_block_files", "temporary_name",
@@ -33,16 +34,27 @@ def scan_block_files(root: Path) -> dict[str, dict[int, str]]:
     Only names that :func:`block_name` would produce count; everything else
     (``0001 copy.h5``, notes, temporary files) is ignored.
     """
-    found: dict[str, dict[int, str]] = {}
     with os.scandir(root) as it:
-        for entry in it:
-            m = _BLOCK_RE.match(entry.name)
-            if m is None:
-                continue
-            index = int(m["index"])
-            if block_name(index, m["prefix"]) != entry.name:
-                continue
-            found.setdefault(m["prefix"], {})[index] = entry.name
+        return group_block_names(entry.name for entry in it)
+
+
+def group_block_names(names: Iterable[str]) -> dict[str, dict[int, str]]:
+    """The block file names among `names`, grouped by prefix (see :func:`scan_block_files`).
+
+    Examples
+    --------
+    >>> group_block_names(["0000.h5", "0001.h5", "notes.txt", "stack_0000.h5", "0001 copy.h5"])
+    {'': {0: '0000.h5', 1: '0001.h5'}, 'stack_': {0: 'stack_0000.h5'}}
+    """
+    found: dict[str, dict[int, str]] = {}
+    for name in names:
+        m = _BLOCK_RE.match(name)
+        if m is None:
+            continue
+        index = int(m["index"])
+        if block_name(index, m["prefix"]) != name:
+            continue
+        found.setdefault(m["prefix"], {})[index] = name
     return found
 
 

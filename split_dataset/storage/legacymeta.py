@@ -12,7 +12,7 @@ from ..errors import MetadataError
 from .handles import BlockHandle
 from .hdf5 import open_readonly
 
-__all__ = ["read_legacy_metadata"]
+__all__ = ["read_legacy_metadata", "parse_legacy_group"]
 
 
 #: at most this many groups and datasets are visited (hard links can make a small file a huge tree)
@@ -85,16 +85,21 @@ def read_legacy_metadata(path: Path) -> dict[str, Any]:
                     f"{str(path.parent)!r} is not a split dataset: it has no stack_metadata.json, and its last "
                     f"block {path.name!r} has no legacy 'stack_metadata' group either (an interrupted write?)"
                 )
-            try:
-                parsed = _parse_fl_node(f["stack_metadata"])
-            except MetadataError as e:
-                raise MetadataError(f"{str(path)!r}: {e}") from e
+            return parse_legacy_group(f["stack_metadata"], str(path))
     except OSError as e:
         raise MetadataError(
             f"{str(path.parent)!r} is not a split dataset: it has no stack_metadata.json, and its last "
             f"block {path.name!r} cannot be read: {e}"
         ) from e
+
+
+def parse_legacy_group(group: h5py.Group, where: str) -> dict[str, Any]:
+    """The metadata dict in a legacy ``stack_metadata`` group of the file at `where` (a path or URL)."""
+    try:
+        parsed = _parse_fl_node(group)
+    except MetadataError as e:
+        raise MetadataError(f"{where!r}: {e}") from e
     if not isinstance(parsed, dict):
-        raise MetadataError(f"'stack_metadata' in {str(path)!r} is not a dict")
+        raise MetadataError(f"'stack_metadata' in {where!r} is not a dict")
     return parsed
 

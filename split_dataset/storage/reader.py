@@ -39,6 +39,14 @@ from .threads import bytes_of, part_buffers, run_shared, scratch
 __all__ = ["ChunkReader", "AxisPart"]
 
 _xxh3 = xxhash.xxh3_64_intdigest  # what chunk_index.bin records (indexfile.chunk_hash)
+#: Most chunk bytes a remote read fetches before decoding them (bounds the memory a read holds).
+FETCH_BATCH = 64 << 20
+
+
+class _Whole(NamedTuple):
+    """A job part naming only a chunk offset (whole-chunk checks)."""
+
+    chunk: int
 
 class AxisPart(NamedTuple):
     """What a read takes from one chunk along one axis."""
@@ -85,6 +93,7 @@ class ChunkReader(PartialDecoding):
     __slots__ = (
         "_bstrides",
         "_check",
+        "_fetches",
         "_fill",
         "_frames",
         "_hashed",
@@ -108,6 +117,9 @@ class ChunkReader(PartialDecoding):
         self.source = source
         self.chunks = chunks
         self.dtype = dtype
+        # a source whose reads are round trips (a remote file): fetch each read's chunks at once,
+        # whole (no partial decoding, which would cost a round trip per part)
+        self._fetches = hasattr(source, "prefetch")
         self._loader = load_index
         self._check: _blosc.FrameCheck | None = check
         self._fill = fill
@@ -148,8 +160,15 @@ class ChunkReader(PartialDecoding):
 
     def check_all(self, offsets: Iterator[tuple[int, ...]]) -> None:
         """Decode every chunk at `offsets`, for its errors only."""
+        if self._fetches:
+            self._run(self._check_jobs, [tuple(_Whole(o) for o in offset) for offset in offsets], np.empty(0))
+            return
         for offset in offsets:
             self._whole(offset)
+
+    def _check_jobs(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
+        for job in jobs:
+            self._whole(tuple(j.chunk for j in job))
 
     def stored(self) -> list[tuple[int, ...]]:
         """Offsets of the chunks the index holds."""
@@ -171,7 +190,7 @@ class ChunkReader(PartialDecoding):
         inside = tuple(slice(s.start - o, s.stop - o) for s, o in zip(local, offset))
         whole = all(s.stop - s.start == c for s, c in zip(inside, chunks))
         entry = index.get(tuple(offset))
-        if not whole and entry is not None:
+        if not whole and entry is not None and not self._fetches:
             part = np.empty(tuple(s.stop - s.start for s in inside), self.dtype)
             lo = sum(s.start * st for s, st in zip(inside, self._strides))
             hi = sum((s.stop - 1) * st for s, st in zip(inside, self._strides)) + 1
@@ -275,7 +294,7 @@ class ChunkReader(PartialDecoding):
             bounds = [0, *(np.flatnonzero(np.diff(k)) + 1).tolist(), len(idx)]
             per_axis.append([AxisPart(int(k[i0]) * c, _as_slice(idx[i0:i1] - int(k[i0]) * c),
                                       slice(o.start + i0, o.start + i1)) for i0, i1 in itertools.pairwise(bounds)])
-        run_shared(self._gather_all, list(itertools.product(*per_axis)), buf)
+        self._run(self._gather_all, list(itertools.product(*per_axis)), buf)
 
     def _gather_all(self, jobs: Iterator[Any], buf: np.ndarray) -> None:
         chunks = self.chunks
@@ -312,6 +331,9 @@ class ChunkReader(PartialDecoding):
         if all(len(axis) == 1 for axis in per_axis):
             self._decode(first, buf)
             return
+        if self._fetches:  # a remote source: whole chunks, their bytes fetched in a few coalesced requests
+            self._run(self._decode_all, list(itertools.product(*per_axis)), buf)
+            return
         if self._parts_pay(span * self.dtype.itemsize, first):
             # small parts of many chunks (a trace through time): a few µs of decoding each, less
             # than handing work between threads costs (measured: two threads took twice as long)
@@ -322,6 +344,33 @@ class ChunkReader(PartialDecoding):
                     self._decode(job, buf)
             return
         run_shared(self._decode_all, list(itertools.product(*per_axis)), buf)
+
+    def _run(self, work: Callable[..., None], jobs: list[Any], buf: np.ndarray) -> None:
+        """``run_shared(work, jobs, buf)``; from a source that fetches (a remote file), the jobs'
+        chunk bytes are fetched first, a batch of at most :data:`FETCH_BATCH` bytes at a time,
+        in as few requests as the source can make of them."""
+        if not self._fetches:
+            run_shared(work, jobs, buf)
+            return
+        index = self._index if self._index is not None else self.load_index()
+        batch: list[Any] = []
+        ranges: list[tuple[int, int]] = []
+        total = 0
+        for job in [*jobs, None]:
+            entry = index.get(tuple(j.chunk for j in job)) if job is not None else None
+            if job is None or (entry is not None and total + entry[1] > FETCH_BATCH and batch):
+                token = self.source.prefetch(ranges)  # type: ignore[attr-defined]
+                try:
+                    run_shared(work, batch, buf)
+                finally:
+                    self.source.release(token)  # type: ignore[attr-defined]
+                batch, ranges, total = [], [], 0
+            if job is None:
+                break
+            batch.append(job)
+            if entry is not None:
+                ranges.append((entry[0], entry[1]))
+                total += entry[1]
 
     def _parts_pay(self, span: int, job: Any) -> bool:
         """Whether decoding `span` bytes of each chunk from its own blosc blocks decodes less
@@ -355,7 +404,7 @@ class ChunkReader(PartialDecoding):
         offset = tuple(j.chunk for j in job)
         target = buf[tuple(j.out for j in job)]
         if not all(j.whole for j in job):
-            entry = self._index.get(offset) if self._index else None
+            entry = self._index.get(offset) if self._index is not None and not self._fetches else None
             if entry is not None and self._decode_part(entry, sum(j.lo for j in job), sum(j.hi for j in job) + 1,
                                                        target):
                 return
