@@ -67,9 +67,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     with _Bar("converting", "block", args.quiet) as bar:
         result = convert(args.src, args.dst, shape_block=args.shape_block, compression=args.compression,
-                         overwrite=args.overwrite, progress=bar)
-    kinds = {"split": "split dataset", "hdf5": "HDF5 dataset", "npy": ".npy file", "zarr": "zarr array"}
-    print(f"wrote {result.destination} ({kinds[result.destination.kind]}): {_dims(result.shape)} {result.dtype}")
+                         overwrite=args.overwrite, progress=bar, ngff=args.ngff, bdv=args.bdv,
+                         storage_options=args.storage_options)
+    kinds = {"split": "split dataset", "hdf5": "HDF5 dataset", "npy": ".npy file", "zarr": "zarr array",
+             "omezarr": "OME-Zarr image"}
+    where = args.dst if "://" in str(args.dst) else result.destination
+    print(f"wrote {where} ({kinds[result.destination.kind]}): {_dims(result.shape)} {result.dtype}")
     if result.carried:
         print(f"carried across: {', '.join(result.carried)}")
     if result.dropped:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +21,24 @@ SRC and DST are each one of:
                         dataset needs no path, a destination without one gets /stack
   file.npy              a NumPy file (read memory-mapped; holds no metadata)
   store.zarr[:/path]    a zarr array (the zarr package must be installed)
+  image.ome.zarr        an OME-Zarr image: written as OME-NGFF 0.5 with a pyramid (--ngff 0.4,
+                        --bdv), read at level 0 with its physical metadata
+  s3://bucket/ds, https://host/ds
+                        a split dataset by URL (the remote extra); a URL DST is uploaded,
+                        its metadata last (object stores only)
 """
 
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object from the command line (``--storage-options``)."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _number(text: str) -> float | int:
@@ -92,14 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="read and checksum every block again")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
-    p = add("convert", cmd_convert, "copy an array between split datasets, HDF5, .npy and zarr",
+    p = add("convert", cmd_convert, "copy an array between split datasets, HDF5, .npy, zarr and OME-Zarr",
             "Copy an array from SRC to DST block by block (memory stays bounded), carrying resolution, units, "
             "axis order, frame interval and attrs across where both sides can hold them (HDF5 and zarr "
             "attributes <-> attrs). DST is written under a temporary name and renamed when complete; an "
             "existing DST is refused unless --overwrite.",
             f"examples:\n  {PROG} convert project_export.h5:/exported_data fish1/probabilities\n"
             f"  {PROG} convert fish1/raw fish1_raw.zarr --shape-block 10,-1,256,256\n"
-            f"  {PROG} convert stack.npy fish1/raw --shape-block 20 --compression blosc-zstd", _SPECS)
+            f"  {PROG} convert stack.npy fish1/raw --shape-block 20 --compression blosc-zstd\n"
+            f"  {PROG} convert fish1/raw fish1_raw.ome.zarr\n"
+            f"  {PROG} convert fish1/raw s3://lab-archive/fish1/raw", _SPECS)
     p.add_argument("src", metavar="SRC", help="the source array")
     p.add_argument("dst", metavar="DST", help="the destination (must not exist, unless --overwrite)")
     p.add_argument("--shape-block", metavar="N,N,...",
@@ -113,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "zarr; a .npy file cannot be compressed)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing DST (a file, split dataset or zarr store) once the new one is complete")
+    p.add_argument("--ngff", choices=["0.5", "0.4"],
+                   help="write a zarr DST as an OME-Zarr image of this OME-NGFF version (default for a name ending "
+                        "in .ome.zarr: 0.5 on zarr v3, sharded; 0.4: zarr v2)")
+    p.add_argument("--bdv", action="store_true",
+                   help="write OME-NGFF 0.4 as full 5-D (t, c, z, y, x), the form BigDataViewer reads")
+    p.add_argument("--storage-options", metavar="JSON", type=_json_object,
+                   help='fsspec options for a URL SRC or DST, e.g. \'{"anon": true}\' or '
+                        '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'')
 
     p = add("export-vds", cmd_export_vds, "write an HDF5 file that shows a split dataset as one dataset",
             "Write OUT.h5 whose dataset /stack is an HDF5 virtual dataset over every block file of PATH, so any "

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..remote.store import is_url
 from ..storage import Codec
 from ..write import check_dtype
 from .sinks import write
-from .sources import Source, open_source
+from .sources import Source, open_source, open_url_source
 from .spec import Progress, Spec, parse_spec
 from .staging import same_or_inside
 
@@ -54,6 +56,7 @@ def convert(
     progress: Progress | None = None,
     ngff: str | None = None,
     bdv: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> Converted:
     """Copy an array from one storage to another, block by block, with its metadata.
 
@@ -89,6 +92,11 @@ def convert(
         with units, a 2x mean pyramid down to planes of 512 pixels, a display window.
     bdv
         Write OME-NGFF 0.4 as full 5-D (t, c, z, y, x), the form BigDataViewer reads.
+    storage_options
+        fsspec options for a source or destination given as a URL (``s3://``, ``https://``):
+        a URL source is a split dataset read by range requests; a URL destination is a
+        split dataset written to a local staging folder, then uploaded, each file as one
+        object and ``stack_metadata.json`` last (:func:`split_dataset.remote.upload.upload`).
 
     Returns
     -------
@@ -125,8 +133,13 @@ def convert(
     >>> convert(os.path.join(d, "ds"), os.path.join(d, "x.ome.zarr")).destination.kind  # OME-NGFF 0.5
     'omezarr'
     """
+    if is_url(dst):
+        return _convert_to_url(src, str(dst), shape_block, compression, overwrite, progress, storage_options)
     target = dst if isinstance(dst, Spec) else parse_spec(dst, writing=True)
-    source = src if isinstance(src, Source) else open_source(src)
+    if is_url(src):
+        source = open_url_source(str(src), storage_options)
+    else:
+        source = src if isinstance(src, Source) else open_source(src)
     try:
         if same_or_inside(source.spec.path, target.path):  # the same file, or replacing what holds the source
             raise ValueError(f"the source {str(source.spec)!r} and the destination {str(target)!r} overlap")
@@ -144,6 +157,22 @@ def convert(
     finally:
         if not isinstance(src, Source):
             source.close()
+
+
+def _convert_to_url(src: Any, url: str, shape_block: Any, compression: Any, overwrite: bool,
+                    progress: Progress | None, storage_options: dict[str, Any] | None) -> Converted:
+    """A split dataset written to a local staging folder by :func:`convert`, then uploaded to `url`."""
+    from ..remote.upload import save_remote
+
+    result: list[Converted] = []
+
+    def write(folder: Path) -> None:
+        result.append(convert(src, folder, shape_block, compression, progress=progress,
+                              storage_options=storage_options))
+
+    save_remote(write, url, storage_options, overwrite=overwrite)
+    done = result[0]
+    return Converted(Spec("split", Path(url), None), done.shape, done.dtype, done.carried, done.dropped)
 
 
 def _check_dtype(dtype: np.dtype) -> None:

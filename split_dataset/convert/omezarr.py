@@ -141,7 +141,7 @@ class OmeLayout:
 
     def translation(self, level: int) -> list[float]:
         """Where the level's first voxel centre lies, in level-0 units (0 for level 0)."""
-        return [s * (f - 1) / 2 for s, f in zip(self.scale, self.factors[level])]
+        return [round(s * (f - 1) / 2, 12) for s, f in zip(self.scale, self.factors[level])]
 
 
 def _axes_of(source: Source, bdv: bool) -> tuple[str, tuple[int | None, ...]]:
@@ -451,7 +451,7 @@ def write_ome_zarr(source: Source, dst: Spec, compression: Any, overwrite: bool,
         }
         for k in range(lay.levels):
             transforms: list[dict[str, Any]] = [
-                {"type": "scale", "scale": [s * f for s, f in zip(lay.scale, lay.factors[k])]}]
+                {"type": "scale", "scale": [round(s * f, 12) for s, f in zip(lay.scale, lay.factors[k])]}]
             if k:
                 transforms.append({"type": "translation", "translation": lay.translation(k)})
             multiscale["datasets"].append({"path": str(k), "coordinateTransformations": transforms})

@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -23,7 +24,7 @@ from .h5source import HDF5Array
 from .omezarr import is_ome_group, open_ome_zarr
 from .spec import Spec, parse_spec
 
-__all__ = ["Source", "import_zarr", "open_source"]
+__all__ = ["Source", "import_zarr", "open_source", "open_url_source"]
 
 
 @dataclass
@@ -250,6 +251,21 @@ def _open_split(spec: Spec) -> Source:
         ds, Spec("split", ds.root), resolution=tuple(ds.resolution), units=tuple(ds.units) if any(ds.units) else None,
         axis_order=ds.axis_order, frame_interval=ds.frame_interval, attrs=dict(ds.attrs), chunks=ds.shape_block,
         _closer=ds.close,
+    )
+
+
+def open_url_source(url: str, storage_options: dict[str, Any] | None = None) -> Source:
+    """A split dataset read by URL (``s3://``, ``https://``...) as a :class:`Source`.
+
+    Examples
+    --------
+    >>> src = open_url_source("s3://lab-archive/fish1/raw", {"anon": True})  # doctest: +SKIP
+    """
+    ds = SplitDataset(url, storage_options=storage_options)
+    return Source(
+        ds, Spec("split", Path(ds.root.name)), resolution=tuple(ds.resolution),
+        units=tuple(ds.units) if any(ds.units) else None, axis_order=ds.axis_order,
+        frame_interval=ds.frame_interval, attrs=dict(ds.attrs), chunks=ds.shape_block, _closer=ds.close,
     )
 
 
