@@ -2,7 +2,7 @@
 
     python benchmarks/napari_open.py [--reps 5]
 
-Datasets: the demo acquisition (``split-dataset demo``: 60 volumes of 30 x 256 x 256 uint16,
+Datasets: the demo acquisition (``split-dataset demo``: 60 volumes of 8 x 256 x 256 uint16,
 written by the streaming writer) and 100 dark-camera 2048 x 2048 uint16 frames (``save``
 defaults). Each is opened with a headless ``napari.components.ViewerModel`` through the
 plugin (``viewer.open(path, plugin="split-dataset")``; napari draws the first plane while
@@ -58,7 +58,7 @@ def main() -> None:
         frames = Path(tmp) / "frames2048"
         rng = np.random.default_rng(0)
         split_dataset.save((rng.poisson(2.0, (100, 2048, 2048)) + 100).astype("uint16"), frames, fsync=False)
-        for name, path in (("demo (60, 30, 256, 256)", demo), ("frames (100, 2048, 2048)", frames)):
+        for name, path in (("demo (60, 8, 256, 256)", demo), ("frames (100, 2048, 2048)", frames)):
             opened: list[float] = []
             open_decodes: list[int] = []
             moves: list[float] = []
