@@ -61,6 +61,8 @@ __all__ = ["virtual_refs", "refs_summary", "ARRAY", "TEMPLATE"]
 ARRAY = "data"
 #: the template naming the dataset folder in every chunk reference
 TEMPLATE = "u"
+#: the largest chunk made of a contiguous (unchunked) block: zarr reads whole chunks
+CONTIGUOUS_CHUNK_BYTES = 4 << 20
 _DEFLATE, _SHUFFLE = 1, 2  # HDF5's own filter ids
 #: filter pipelines (HDF5 filter ids, in order) with an exact zarr equivalent
 _PIPELINES = {(): "none", (_SHUFFLE,): "shuffle", (_DEFLATE,): "gzip", (_SHUFFLE, _DEFLATE): "shuffle+gzip",
@@ -493,7 +495,7 @@ def _document(ds: SplitDataset, blocks: list[_Block], base: str) -> dict[str, An
                     "`split-dataset convert` rewrites it with chunks that do"
                 )
     else:
-        chunks = _contiguous_chunks(grid)
+        chunks = _contiguous_chunks(grid, dtype.itemsize)
     refs: dict[str, Any] = {}
     fill = _fill(ds, blocks, grid, chunks)
     name_ok = all("{" not in b.name and "}" not in b.name for b in blocks)
@@ -530,11 +532,12 @@ def _describe(b: _Block) -> str:
     return f"chunked, filters {list(b.pipeline)} ({_PIPELINES[b.pipeline]})"
 
 
-def _contiguous_chunks(grid: BlockGrid) -> tuple[int, ...]:
-    """The chunk shape of contiguous blocks: the trailing axes that no block splits whole, the
-    axis before them in the largest step every block's owned extent is a multiple of, 1 on
-    the others. Each such chunk is one byte range of its block, whatever the block's
-    (padding included) extent along the split axes."""
+def _contiguous_chunks(grid: BlockGrid, itemsize: int) -> tuple[int, ...]:
+    """The chunk shape of contiguous blocks: whole along the trailing axes that no block splits;
+    along the axis before them, the largest step that every block's owned extent is a multiple
+    of (the whole axis if no axis is split), cut down to a divisor of it that keeps a chunk
+    within :data:`CONTIGUOUS_CHUNK_BYTES`; 1 on the others. Each such chunk is one byte range
+    of its block, whatever the block's (padding included) extent along the split axes."""
     ndim = grid.ndim
     k = ndim
     while k > 0 and grid.grid_shape[k - 1] == 1:
@@ -542,13 +545,31 @@ def _contiguous_chunks(grid: BlockGrid) -> tuple[int, ...]:
     chunks = [1] * ndim
     for a in range(k, ndim):
         chunks[a] = max(1, grid.shape[a])
-    if k > 0:
-        a = k - 1
-        step = 0
-        for i in range(grid.grid_shape[a]):
-            step = math.gcd(step, grid.owned_stop(a, i) - grid.block_start(a, i))
-        chunks[a] = max(1, step)
+    a = max(k - 1, 0)
+    step = 0
+    for i in range(grid.grid_shape[a]):
+        step = math.gcd(step, grid.owned_stop(a, i) - grid.block_start(a, i))
+    limit = max(1, CONTIGUOUS_CHUNK_BYTES // (math.prod(chunks[a + 1:]) * itemsize))
+    chunks[a] = _largest_divisor(max(1, step), limit)
     return tuple(chunks)
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    """The largest divisor of `n` that is at most `limit` (>= 1).
+
+    Examples
+    --------
+    >>> _largest_divisor(100, 30), _largest_divisor(7, 5), _largest_divisor(12, 12)
+    (25, 1, 12)
+    """
+    if n <= limit:
+        return n
+    best, i = 1, 1
+    while i * i <= n:
+        if n % i == 0:
+            best = max([best] + [d for d in (i, n // i) if d <= limit])
+        i += 1
+    return best
 
 
 def _chunk_refs(b: _Block, grid: BlockGrid, chunks: tuple[int, ...], itemsize: int, refs: dict[str, Any]) -> None:

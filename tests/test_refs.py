@@ -326,6 +326,21 @@ def test_contiguous_blocks_become_frame_ranges():
     assert len(_chunk_refs(refs)) == 2
 
 
+def test_a_large_contiguous_block_is_cut_into_byte_ranges(tmp_path):
+    """One uncompressed contiguous block of 5 MiB: chunks of 20 whole frames (2.5 MiB, the largest
+    divisor of 40 frames within 4 MiB), each one byte range; not one 5 MiB chunk."""
+    x = _noise((40, 256, 256))
+    ds = split_dataset.save_to_split_dataset(x, tmp_path, None, prefix="one", compression=None)
+    with ds.block(0) as b:
+        assert ds.n_blocks == 1 and b.chunks is None
+    refs = virtual_refs(ds.root)
+    assert _array_meta(refs)["chunk_grid"]["configuration"]["chunk_shape"] == [20, 256, 256]
+    assert [v[2] for v in _chunk_refs(refs).values()] == [20 * 256 * 256 * 2] * 2
+    z = _zarr(refs, ds.root)
+    np.testing.assert_array_equal(z[:], x)
+    np.testing.assert_array_equal(z[17:23, 5], x[17:23, 5])
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
