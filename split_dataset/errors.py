@@ -30,6 +30,7 @@ __all__ = [
     "CorruptSourceError",
     "ChunkIndexError",
     "ChunkIndexWarning",
+    "VirtualRefsError",
     "RemoteError",
 ]
 

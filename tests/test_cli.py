@@ -337,6 +337,7 @@ def _errors() -> list:
         (E.SourceError("'x.tif': unknown source type"), 2),
         (E.CorruptSourceError(Path("/data/foreign.h5"), "/data: the blosc frame's nbytes is 2147483647"), 1),
         (E.ChunkIndexError("'/data/x/chunk_index.bin': its checksum does not match its content"), 1),
+        (E.VirtualRefsError("'/data/x/0004.h5': in-file chunks (1, 6, 10), expected (2, 6, 10)"), 2),
         (E.RemoteError("https://host/ds/0003.h5", "reading byte ranges failed after 5 tries: HTTP status 503"), 1),
         (RecursionError("maximum recursion depth exceeded while decoding a JSON array"), 1),
         (MemoryError(), 1),

@@ -266,7 +266,9 @@ class RemoteSplitDataset(SplitDataset):
                 dname = find_data_key(f, key)
                 dset = f[dname]
             except KeyError as e:
-                raise CorruptBlockError(path, coords, e.args[0]) from None  # type: ignore[arg-type]
+                raise CorruptBlockError(path, coords, e.args[0]) from None
+            except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata
+                raise CorruptBlockError(path, coords, f"its HDF5 metadata is damaged ({e})") from e  # type: ignore[arg-type]
             if dset.is_virtual or dset.external:
                 what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
                 raise UnsafeDatasetError(f"{str(path)!r}: {dname!r} is {what}; a block file must hold its own array")

@@ -267,6 +267,8 @@ def open_block(
             dset = f[name]
         except KeyError as e:
             raise CorruptBlockError(path, block, e.args[0]) from None
+        except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata: h5py lets these out
+            raise CorruptBlockError(path, block, f"its HDF5 metadata is damaged ({' '.join(str(e).split())})") from e
         if dset.is_virtual or dset.external:
             what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
             raise UnsafeDatasetError(
