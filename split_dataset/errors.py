@@ -68,7 +68,7 @@ class UnsafeDatasetError(SplitDatasetError, ValueError):
 class MissingBlockError(SplitDatasetError, FileNotFoundError):
     """A block file the metadata describes is not on disk."""
 
-    def __init__(self, path: Path, block: tuple[int, ...], detail: str = "") -> None:
+    def __init__(self, path: Path | Any, block: tuple[int, ...], detail: str = "") -> None:
         self.path = _as_path(path)
         self.block = tuple(block)
         msg = f"block {self.block} is missing: expected file {str(self.path)!r}"
@@ -80,7 +80,7 @@ class MissingBlockError(SplitDatasetError, FileNotFoundError):
 class CorruptBlockError(SplitDatasetError, OSError):
     """A block file exists but cannot be read as an HDF5 block."""
 
-    def __init__(self, path: Path, block: tuple[int, ...], detail: str) -> None:
+    def __init__(self, path: Path | Any, block: tuple[int, ...], detail: str) -> None:
         self.path = _as_path(path)
         self.block = tuple(block)
         super().__init__(f"block {self.block} in {str(self.path)!r} is unreadable: {detail}")

@@ -268,14 +268,14 @@ class RemoteSplitDataset(SplitDataset):
             except KeyError as e:
                 raise CorruptBlockError(path, coords, e.args[0]) from None
             except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata
-                raise CorruptBlockError(path, coords, f"its HDF5 metadata is damaged ({e})") from e  # type: ignore[arg-type]
+                raise CorruptBlockError(path, coords, f"its HDF5 metadata is damaged ({e})") from e
             if dset.is_virtual or dset.external:
                 what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
                 raise UnsafeDatasetError(f"{str(path)!r}: {dname!r} is {what}; a block file must hold its own array")
             try:
                 handle = BlockHandle(f, dset, RemoteFile(self._store, name, int(fobj.size)))
             except (TypeError, ValueError, KeyError) as e:
-                raise CorruptBlockError(path, coords, f"its array cannot be read: {e}") from e  # type: ignore[arg-type]
+                raise CorruptBlockError(path, coords, f"its array cannot be read: {e}") from e
             handle.path = path  # type: ignore[assignment]
             return handle
         except BaseException:
