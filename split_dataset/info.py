@@ -12,10 +12,11 @@ from typing import Any
 from .dataset import SplitDataset
 from .errors import MetadataError
 from .metadata import Metadata
+from .remote.store import is_url
 from .storage import BLOSC_FILTER, CHECKSUM_FILENAME, SHUFFLE_CODES, IndexFile
 from .storage.codecs import COMPRESSOR_CODES
 
-__all__ = ["block_codec", "info"]
+__all__ = ["block_codec", "describe", "info"]
 
 _SHUFFLES = {code: name for name, code in SHUFFLE_CODES.items()}
 
@@ -52,7 +53,8 @@ def block_codec(dset: Any) -> dict[str, Any]:
                                          for f in filters]}
 
 
-def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str, Any]:
+def info(path: str | os.PathLike[str], *, prefix: str | None = None,
+         storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything ``split-dataset info`` shows, as a JSON-serialisable dict with stable keys.
 
     Keys: ``path``, ``shape``, ``shape_in_metadata``, ``dtype``, ``shape_block``,
@@ -65,6 +67,10 @@ def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str
     ``chunk_index.bin``, else ``{"blocks": indexed blocks, "current": those whose file is
     still the one indexed}``) and ``warnings`` (what opening said).
 
+    `path` may be a URL (``s3://bucket/ds``, ``https://host/ds``, any fsspec URL; the
+    ``remote`` extra), with `storage_options` for fsspec: the same keys, computed by
+    :func:`split_dataset.remote.check.info_remote`, which says what it costs in requests.
+
     Examples
     --------
     >>> import numpy as np, split_dataset, tempfile, os
@@ -74,6 +80,12 @@ def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str
     >>> d["shape"], d["dtype"], d["n_blocks"], d["codec"]["name"], d["resolution"], d["complete"]
     ([10, 4, 4], 'uint16', 2, 'blosc', [2.0, 1.0, 1.0], True)
     """
+    if is_url(path):
+        from .remote.check import info_remote
+
+        return info_remote(str(path), prefix=prefix, storage_options=storage_options)
+    if storage_options:
+        raise TypeError(f"storage_options apply to datasets given by URL; {str(path)!r} is a local path")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = SplitDataset(path, prefix)
@@ -88,45 +100,66 @@ def info(path: str | os.PathLike[str], *, prefix: str | None = None) -> dict[str
                 on_disk += files[i].stat().st_size
             except OSError:
                 pass
-        meta = ds.meta
-        codec = meta.compression if isinstance(meta.compression, dict) else None
-        chunks = list(meta.chunks) if meta.chunks is not None else None
-        if (codec is None or chunks is None) and present:
-            with ds.block(present[0]) as handle:
-                if codec is None:
-                    codec = block_codec(handle.dset)
-                if chunks is None and handle.chunks is not None:
-                    chunks = list(handle.chunks)
-        try:
-            claimed = list(Metadata.from_dict(ds.metadata).shape)
-        except MetadataError:  # pragma: no cover - the dataset opened, so the metadata parses
-            claimed = list(ds.shape)
-        return {
-            "path": str(root),
-            "shape": list(ds.shape),
-            "shape_in_metadata": claimed,
-            "dtype": str(ds.dtype),
-            "shape_block": list(ds.shape_block),
-            "chunks": chunks,
-            "padding": list(ds.padding),
-            "n_blocks": ds.n_blocks,
-            "n_blocks_present": len(present),
-            "missing_blocks": [files[i].name for i in ds.missing_blocks],
-            "codec": codec,
-            "nbytes": int(ds.nbytes),
-            "bytes_on_disk": int(on_disk),
-            "compression_ratio": round(ds.nbytes / on_disk, 3) if on_disk else None,
-            "axis_order": ds.axis_order,
-            "resolution": [float(r) for r in ds.resolution],
-            "units": list(ds.units),
-            "frame_interval": ds.frame_interval,
-            "frame_rate": ds.frame_rate,
-            "attrs": dict(ds.attrs),
-            "complete": ds.complete,
-            "checksums": (root / CHECKSUM_FILENAME).is_file(),
-            "chunk_index": _index_state(ds._view[4], files, present),
-            "warnings": [str(w.message) for w in caught],
-        }
+        return describe(ds, present, [files[i].name for i in ds.missing_blocks], on_disk,
+                        (root / CHECKSUM_FILENAME).is_file(), _index_state(ds._view[4], files, present),
+                        [str(w.message) for w in caught])
+
+
+def describe(ds: SplitDataset, present: list[int], missing: list[str], on_disk: int, checksums: bool,
+             chunk_index: dict[str, int] | None, warned: list[str]) -> dict[str, Any]:
+    """The dict of :func:`info` for an open dataset, given what only the storage can tell: the blocks
+    `present` (file numbers) and `missing` (names), the bytes their files take, whether
+    ``SHA256SUMS`` exists, the chunk index's state and the warnings opening gave.
+
+    The codec and chunk shape come from the metadata, else from the first present block.
+
+    Examples
+    --------
+    >>> import numpy as np, split_dataset, tempfile, os
+    >>> ds = split_dataset.save(np.zeros((4, 4), "uint8"), os.path.join(tempfile.mkdtemp(), "ds"), (2,))
+    >>> d = describe(ds, [0, 1], [], 1000, True, None, [])
+    >>> d["n_blocks_present"], d["bytes_on_disk"], d["compression_ratio"], d["checksums"]
+    (2, 1000, 0.016, True)
+    """
+    meta = ds.meta
+    codec = meta.compression if isinstance(meta.compression, dict) else None
+    chunks = list(meta.chunks) if meta.chunks is not None else None
+    if (codec is None or chunks is None) and present:
+        with ds.block(present[0]) as handle:
+            if codec is None:
+                codec = block_codec(handle.dset)
+            if chunks is None and handle.chunks is not None:
+                chunks = list(handle.chunks)
+    try:
+        claimed = list(Metadata.from_dict(ds.metadata).shape)
+    except MetadataError:  # pragma: no cover - the dataset opened, so the metadata parses
+        claimed = list(ds.shape)
+    return {
+        "path": str(ds.root),
+        "shape": list(ds.shape),
+        "shape_in_metadata": claimed,
+        "dtype": str(ds.dtype),
+        "shape_block": list(ds.shape_block),
+        "chunks": chunks,
+        "padding": list(ds.padding),
+        "n_blocks": ds.n_blocks,
+        "n_blocks_present": len(present),
+        "missing_blocks": list(missing),
+        "codec": codec,
+        "nbytes": int(ds.nbytes),
+        "bytes_on_disk": int(on_disk),
+        "compression_ratio": round(ds.nbytes / on_disk, 3) if on_disk else None,
+        "axis_order": ds.axis_order,
+        "resolution": [float(r) for r in ds.resolution],
+        "units": list(ds.units),
+        "frame_interval": ds.frame_interval,
+        "frame_rate": ds.frame_rate,
+        "attrs": dict(ds.attrs),
+        "complete": ds.complete,
+        "checksums": checksums,
+        "chunk_index": chunk_index,
+        "warnings": list(warned),
+    }
 
 
 def _index_state(index: IndexFile | None, files: Any, present: list[int]) -> dict[str, int] | None:

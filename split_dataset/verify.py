@@ -35,6 +35,7 @@ from .info import block_codec, info
 from .locks import LOCK_FILENAME, live_writer, writer_gone
 from .metadata import Metadata
 from .opening import choose_prefix, read_metadata, resolve_root
+from .remote.store import is_url
 from .storage import (
     CHECKSUM_FILENAME,
     CHUNK_INDEX_FILENAME,
@@ -112,6 +113,7 @@ def verify(
     *,
     prefix: str | None = None,
     progress: Progress | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> VerifyReport:
     """Check that a split dataset is whole: every block present, decodable, consistent, unchanged.
 
@@ -132,6 +134,11 @@ def verify(
         Block-name prefix, as for :class:`~split_dataset.SplitDataset`.
     progress
         Called as ``progress(done, total)`` with the number of blocks checked.
+    storage_options
+        For a dataset given by URL (``s3://bucket/ds``, ``https://host/ds``, any fsspec URL;
+        the ``remote`` extra): options for fsspec. Such a dataset is checked by
+        :func:`split_dataset.remote.check.verify_remote`: each block object is fetched once,
+        whole, and checked as a local block file is; problems name the objects' URLs.
 
     Returns
     -------
@@ -159,6 +166,12 @@ def verify(
     >>> [(p.file, p.kind) for p in verify(path).problems]
     [('0001.h5', 'missing')]
     """
+    if is_url(path):
+        from .remote.check import verify_remote
+
+        return verify_remote(str(path), prefix=prefix, progress=progress, storage_options=storage_options)
+    if storage_options:
+        raise TypeError(f"storage_options apply to datasets given by URL; {str(path)!r} is a local path")
     root = resolve_root(path)
     report = VerifyReport(path=root)
     groups = scan_block_files(root)
@@ -241,17 +254,7 @@ def verify(
         if progress is not None:
             progress(index + 1, total)
 
-    # dtype: the metadata's; for old datasets that do not record it, what the reader uses (or most blocks have)
-    expected_dtype = meta.dtype or reader_dtype
-    if expected_dtype is None and found_dtypes:
-        expected_dtype = collections.Counter(found_dtypes.values()).most_common(1)[0][0]
-    for index, dt in found_dtypes.items():
-        if dt != expected_dtype:
-            name = block_name(index, prefix)
-            where = "the metadata says" if meta.dtype is not None else "the other blocks hold"
-            report.problems.append(
-                Problem(name, "mismatch", f"block {grid.coords(index)} holds {dt}; {where} {expected_dtype}")
-            )
+    _check_dtypes(found_dtypes, meta, reader_dtype, grid, report, lambda i: block_name(i, prefix))
     _check_chunk_index(root, prefix, grid, present, meta.data_key, report)
     if report.n_checksums_pending:
         names = [block_name(i, prefix) for i in sorted(pending)]
@@ -277,6 +280,21 @@ def verify(
                 f"({', '.join(extra[:3])}{'...' if len(extra) > 3 else ''}); not checked"
             )
     return report
+
+
+def _check_dtypes(found_dtypes: dict[int, np.dtype], meta: Metadata, reader_dtype: np.dtype | None,
+                  grid: BlockGrid, report: VerifyReport, file: Callable[[int], str]) -> None:
+    """A "mismatch" problem (under ``file(index)``) for each block whose dtype is not the expected one:
+    the metadata's; for old datasets that do not record it, what the reader uses (or most blocks have)."""
+    expected_dtype = meta.dtype or reader_dtype
+    if expected_dtype is None and found_dtypes:
+        expected_dtype = collections.Counter(found_dtypes.values()).most_common(1)[0][0]
+    for index, dt in found_dtypes.items():
+        if dt != expected_dtype:
+            where = "the metadata says" if meta.dtype is not None else "the other blocks hold"
+            report.problems.append(
+                Problem(file(index), "mismatch", f"block {grid.coords(index)} holds {dt}; {where} {expected_dtype}")
+            )
 
 
 def _check_block(
@@ -307,37 +325,50 @@ def _check_block(
         report.problems.append(Problem(name, "corrupt", f"block {coords} cannot be opened: {_one_line(cause)}"))
     else:
         try:
-            expected = grid.block_shape(coords)
-            shape = tuple(handle.shape)
-            ok_shape = shape == expected
-            if not ok_shape and meta.complete is False and coords[0] == grid.grid_shape[0] - 1:
-                ok_shape = (len(shape) == len(expected) and shape[1:] == expected[1:]
-                            and shape[0] >= expected[0])  # a live writer's growing block
-            if not ok_shape:
-                report.problems.append(
-                    Problem(name, "mismatch", f"block {coords} holds an array of shape {shape}; the metadata says "
-                            f"{expected} (not decoded)")
-                )
-            found_dtypes[index] = handle.dtype
-            ok_dtype = meta.dtype is None or handle.dtype == meta.dtype  # else reported with the other dtypes
-            if ok_shape and ok_dtype:  # decode only what the metadata describes, and only if it fits
-                try:  # every chunk the file stores, validated and decoded; bounded by the file's size
-                    stored, total = handle.check_chunks()
-                    unstored = _unstored_chunks(handle, expected, stored, total)
-                except Exception as e:
-                    report.problems.append(
-                        Problem(name, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
-                else:
-                    if unstored is not None:
-                        report.problems.append(Problem(name, "corrupt", f"block {coords}: {unstored}"))
-                    else:
-                        report.n_checked += 1
+            _check_handle(handle, name, index, coords, grid, meta, report, found_dtypes)
         finally:
             handle.close()
     _check_sum(name, digest, sums, report, pending)
 
 
-def _check_sum(name: str, digest: Any, sums: dict[str, str] | None, report: VerifyReport, pending: bool) -> None:
+def _check_handle(handle: BlockHandle, file: str, index: int, coords: tuple[int, ...], grid: BlockGrid,
+                  meta: Metadata, report: VerifyReport, found_dtypes: dict[int, np.dtype]) -> None:
+    """The checks of one open block, wherever its bytes come from: its shape against the metadata's
+    grid, its dtype recorded in `found_dtypes` (compared once all are known), and, if both fit,
+    every chunk it stores decoded and the chunks it needs but does not store found. Problems
+    are reported under `file`; a block found whole counts in ``report.n_checked``."""
+    expected = grid.block_shape(coords)
+    shape = tuple(handle.shape)
+    ok_shape = shape == expected
+    if not ok_shape and meta.complete is False and coords[0] == grid.grid_shape[0] - 1:
+        ok_shape = (len(shape) == len(expected) and shape[1:] == expected[1:]
+                    and shape[0] >= expected[0])  # a live writer's growing block
+    if not ok_shape:
+        report.problems.append(
+            Problem(file, "mismatch", f"block {coords} holds an array of shape {shape}; the metadata says "
+                    f"{expected} (not decoded)")
+        )
+    found_dtypes[index] = handle.dtype
+    ok_dtype = meta.dtype is None or handle.dtype == meta.dtype  # else reported with the other dtypes
+    if ok_shape and ok_dtype:  # decode only what the metadata describes, and only if it fits
+        try:  # every chunk the file stores, validated and decoded; bounded by the file's size
+            stored, total = handle.check_chunks()
+            unstored = _unstored_chunks(handle, expected, stored, total)
+        except Exception as e:
+            report.problems.append(
+                Problem(file, "corrupt", f"block {coords} cannot be decoded: {_one_line(e)}"))
+        else:
+            if unstored is not None:
+                report.problems.append(Problem(file, "corrupt", f"block {coords}: {unstored}"))
+            else:
+                report.n_checked += 1
+
+
+def _check_sum(name: str, digest: Any, sums: dict[str, str] | None, report: VerifyReport, pending: bool,
+               file: str | None = None) -> None:
+    """Block `name`'s SHA-256 (``digest.result()``, a future) against its line in `sums`; problems are
+    reported under `file` (default: `name`)."""
+    file = name if file is None else file
     if sums is None:
         return
     if digest is None and pending:  # a live writer's newest block: its line is not written yet
@@ -345,17 +376,17 @@ def _check_sum(name: str, digest: Any, sums: dict[str, str] | None, report: Veri
         return
     if digest is None:
         report.problems.append(
-            Problem(name, "no-checksum", f"{CHECKSUM_FILENAME} has no line for this block; it cannot be checked")
+            Problem(file, "no-checksum", f"{CHECKSUM_FILENAME} has no line for this block; it cannot be checked")
         )
         return
     try:
         actual = digest.result()
     except OSError as e:
-        report.problems.append(Problem(name, "corrupt", f"cannot be read to compute its checksum: {_one_line(e)}"))
+        report.problems.append(Problem(file, "corrupt", f"cannot be read to compute its checksum: {_one_line(e)}"))
         return
     if actual != sums[name]:
         report.problems.append(
-            Problem(name, "checksum", f"SHA-256 {actual[:12]}... differs from {sums[name][:12]}... recorded in "
+            Problem(file, "checksum", f"SHA-256 {actual[:12]}... differs from {sums[name][:12]}... recorded in "
                     f"{CHECKSUM_FILENAME} when the block was written: the file changed since")
         )
     else:
@@ -420,8 +451,9 @@ def _check_chunk_index(root: Path, prefix: str, grid: BlockGrid, present: Any, k
                             "updates it)")
 
 
-def _index_difference(recorded: np.ndarray, fresh: Any) -> str:
-    """What differs between a block's chunks as indexed and as they are now."""
+def _index_difference(recorded: np.ndarray, fresh: Any, identity: str = "size, time and inode") -> str:
+    """What differs between a block's chunks as indexed and as they are now (`identity`: what
+    showed the file to be the one indexed)."""
     if fresh is None:
         return f"its chunks can no longer be read directly, but {CHUNK_INDEX_FILENAME} indexed them"
     now = {int(e["chunk"]): e for e in fresh.entries}
@@ -432,7 +464,7 @@ def _index_difference(recorded: np.ndarray, fresh: Any) -> str:
         if other["hash"] != e["hash"]:
             return (f"chunk {int(e['chunk'])} (bytes {int(e['addr'])}..{int(e['addr']) + int(e['size'])}) does not "
                     f"match its checksum in {CHUNK_INDEX_FILENAME}: its bytes changed in place since the block was "
-                    "indexed (size, time and inode unchanged)")
+                    f"indexed ({identity} unchanged)")
         if (other["addr"], other["size"]) != (e["addr"], e["size"]):
             return f"chunk {int(e['chunk'])} moved within the file since {CHUNK_INDEX_FILENAME} was written"
     return f"it stores chunks {CHUNK_INDEX_FILENAME} does not list, although the file is the one indexed"

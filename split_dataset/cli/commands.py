@@ -7,6 +7,7 @@ The work is done by :mod:`split_dataset.verify` (``info``, ``verify``) and
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .exits import EXIT_DAMAGED, EXIT_OK
 from .format import _Bar, _checksum_summary, _dims, _dumps, format_info
@@ -14,10 +15,16 @@ from .format import _Bar, _checksum_summary, _dims, _dumps, format_info
 __all__ = ["cmd_convert", "cmd_export_vds", "cmd_index", "cmd_info", "cmd_refs", "cmd_verify"]
 
 
+def _storage(args: argparse.Namespace) -> dict[str, Any]:
+    """``storage_options=`` for a command given ``--storage-options``; nothing otherwise (the call for a
+    local PATH stays as it was)."""
+    return {} if args.storage_options is None else {"storage_options": args.storage_options}
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from ..verify import info
 
-    d = info(args.path)
+    d = info(args.path, **_storage(args))
     print(_dumps(d, indent=2) if args.json else format_info(d))
     return EXIT_OK
 
@@ -26,7 +33,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ..verify import verify
 
     with _Bar("verifying", "block", args.quiet) as bar:
-        report = verify(args.path, progress=bar)
+        report = verify(args.path, progress=bar, **_storage(args))
     if args.json:
         print(_dumps(report.to_dict(), indent=2))
         return EXIT_OK if report.ok else EXIT_DAMAGED

@@ -41,6 +41,10 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+_STORAGE_OPTIONS_HELP = ('fsspec options for a URL PATH, e.g. \'{"anon": true}\' or '
+                         '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'')
+
+
 def _number(text: str) -> float | int:
     try:
         return int(text)
@@ -81,20 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("info", cmd_info, "shape, dtype, blocks, codec, size, resolution, attrs of a split dataset",
             "Show what a split dataset holds: shape, dtype, block shape and count, codec, bytes on disk and "
             "compression ratio, resolution and units, axis order, frame rate, attrs, and whether the "
-            "acquisition is complete. Reads the metadata and one block header; no pixel data.",
-            f"examples:\n  {PROG} info fish1/raw\n  {PROG} info fish1/raw --json | jq .shape")
-    p.add_argument("path", metavar="PATH", help="the dataset folder")
+            "acquisition is complete. Reads the metadata and one block header; no pixel data. PATH may be a "
+            "URL (s3://, https://, any fsspec URL; the remote extra): a listing or one HEAD request per block "
+            "gives the bytes stored.",
+            f"examples:\n  {PROG} info fish1/raw\n  {PROG} info fish1/raw --json | jq .shape\n"
+            f"  {PROG} info s3://lab-archive/fish1/raw --storage-options '{{\"anon\": true}}'")
+    p.add_argument("path", metavar="PATH", help="the dataset folder or its URL")
     p.add_argument("--json", action="store_true", help="print one JSON object (stable keys) instead of text")
+    p.add_argument("--storage-options", metavar="JSON", type=_json_object, help=_STORAGE_OPTIONS_HELP)
 
     p = add("verify", cmd_verify, "decode every block and check it against the metadata and its checksum",
             "Open and decode every block file, check its shape and dtype against the metadata and, where the "
             "folder has SHA256SUMS (written by this package as each block is written), its SHA-256: any changed "
             "byte is found, even where the damaged block still decodes. Names every missing, corrupt or "
             "inconsistent file. Datasets from older writers have no checksums: every block is still decoded, "
-            "and the report says that checksums were not available. Exits 0 only if the dataset is whole.",
-            f"examples:\n  {PROG} verify fish1/raw && echo whole\n  {PROG} verify fish1/raw --json")
-    p.add_argument("path", metavar="PATH", help="the dataset folder")
+            "and the report says that checksums were not available. Exits 0 only if the dataset is whole. "
+            "PATH may be a URL (s3://, https://, any fsspec URL; the remote extra): each block object is "
+            "downloaded once, a few at a time, and checked as a local file is; problems name the URLs.",
+            f"examples:\n  {PROG} verify fish1/raw && echo whole\n  {PROG} verify fish1/raw --json\n"
+            f"  {PROG} verify https://data.example.org/fish1/raw")
+    p.add_argument("path", metavar="PATH", help="the dataset folder or its URL")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--storage-options", metavar="JSON", type=_json_object, help=_STORAGE_OPTIONS_HELP)
 
     p = add("index", cmd_index, "write chunk_index.bin, so first reads skip HDF5 and chunks are checksummed",
             "Write the dataset's chunk_index.bin: for every block file its size, modification time and inode, and "
