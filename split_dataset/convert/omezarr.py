@@ -274,26 +274,33 @@ def mean2x(block: np.ndarray, axes: Sequence[int]) -> np.ndarray:
     [[0.5, 2.5, 4.5]]
     """
     arr = np.asarray(block)
-    crop = tuple(slice(0, n - n % 2) if a in axes else slice(None) for a, n in enumerate(arr.shape))
-    arr = arr[crop]
-    shape: list[int] = []
-    summed: list[int] = []
-    for a, n in enumerate(arr.shape):
-        if a in axes:
-            shape += [n // 2, 2]
-            summed.append(len(shape) - 1)
-        else:
-            shape.append(n)
-    work = np.float32 if arr.dtype.kind in "iub" and arr.dtype.itemsize <= 2 else np.float64
-    if arr.dtype.kind == "f" and arr.dtype.itemsize >= 4:
-        work = arr.dtype.type
-    out = arr.reshape(shape).astype(work, copy=False).mean(axis=tuple(summed), dtype=work)
-    if arr.dtype.kind in "iub":
-        info = np.iinfo(arr.dtype) if arr.dtype.kind != "b" else None
-        out = np.rint(out)
-        if info is not None:
+    halved = sorted(set(axes))
+    if arr.dtype.kind in "iub" and arr.dtype.itemsize <= 2:
+        acc: Any = np.int32 if arr.dtype.kind == "i" else np.uint32  # sums of up to 8 values fit
+    elif arr.dtype.kind == "f" and arr.dtype.itemsize >= 4:
+        acc = arr.dtype.type
+    else:
+        acc = np.float64
+    total: Any = arr
+    for a in halved:  # pairwise sums along each halved axis (strided views: no reshape, no reduction)
+        n = total.shape[a] // 2 * 2
+        even = [slice(None)] * total.ndim
+        odd = [slice(None)] * total.ndim
+        even[a], odd[a] = slice(0, n, 2), slice(1, n, 2)
+        total = np.add(total[tuple(even)], total[tuple(odd)], dtype=acc)
+    count = 1 << len(halved)
+    if arr.dtype.kind == "f":
+        out = total / np.asarray(count, acc)
+    elif np.issubdtype(np.dtype(acc), np.integer):  # exact: round half to even in integers
+        q, r = np.divmod(total, count)
+        half = count // 2
+        out = q + (r > half) + ((r == half) & (q & 1).astype(bool))
+    else:
+        out = np.rint(total / count)
+        if arr.dtype.kind in "iu":
+            info = np.iinfo(arr.dtype)
             np.clip(out, info.min, info.max, out=out)
-    result: np.ndarray = out.astype(arr.dtype, copy=False)
+    result: np.ndarray = np.asarray(out).astype(arr.dtype, copy=False)
     return result
 
 

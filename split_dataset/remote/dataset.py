@@ -34,6 +34,7 @@ from ..errors import (
     MissingBlockError,
     NotASplitDatasetError,
     RemoteError,
+    SplitDatasetError,
     UnsafeDatasetError,
 )
 from ..grid import BlockGrid
@@ -267,6 +268,8 @@ class RemoteSplitDataset(SplitDataset):
                 dset = f[dname]
             except KeyError as e:
                 raise CorruptBlockError(path, coords, e.args[0]) from None
+            except SplitDatasetError:
+                raise
             except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata
                 raise CorruptBlockError(path, coords, f"its HDF5 metadata is damaged ({e})") from e
             if dset.is_virtual or dset.external:

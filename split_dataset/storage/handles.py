@@ -14,7 +14,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import BloscError, CorruptBlockError, MissingBlockError, NotRegularFileError, UnsafeDatasetError
+from ..errors import (
+    BloscError,
+    CorruptBlockError,
+    MissingBlockError,
+    NotRegularFileError,
+    SplitDatasetError,
+    UnsafeDatasetError,
+)
 from . import blosc as _blosc
 from .chunkindex import hdf5_index
 from .codecs import BLOSC_FILTER
@@ -267,6 +274,8 @@ def open_block(
             dset = f[name]
         except KeyError as e:
             raise CorruptBlockError(path, block, e.args[0]) from None
+        except SplitDatasetError:
+            raise  # said already (a link out of the file, ...)
         except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata: h5py lets these out
             raise CorruptBlockError(path, block, f"its HDF5 metadata is damaged ({' '.join(str(e).split())})") from e
         if dset.is_virtual or dset.external:
