@@ -12,7 +12,7 @@ from typing import Any
 from .exits import EXIT_DAMAGED, EXIT_OK
 from .format import _Bar, _checksum_summary, _dims, _dumps, format_info
 
-__all__ = ["cmd_convert", "cmd_export_vds", "cmd_index", "cmd_info", "cmd_refs", "cmd_verify"]
+__all__ = ["cmd_convert", "cmd_export_vds", "cmd_index", "cmd_info", "cmd_refs", "cmd_serve", "cmd_verify"]
 
 
 def _storage(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,4 +112,15 @@ def cmd_refs(args: argparse.Namespace) -> int:
              if base == "." else f"block files under {base}")
     print(f"wrote {args.out}: {s['chunks']} chunks in {s['blocks']} block files ({s['bytes']} bytes) referenced; "
           f"{where}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..remote.serve import DatasetServer
+
+    with DatasetServer(args.folder, args.host, args.port) as server:
+        if not args.quiet:
+            print(f"serving {args.folder} at {server.url} (read-only; Ctrl-C stops)", flush=True)
+        assert server._thread is not None
+        server._thread.join()
     return EXIT_OK

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .commands import cmd_convert, cmd_export_vds, cmd_index, cmd_info, cmd_refs, cmd_verify
+from .commands import cmd_convert, cmd_export_vds, cmd_index, cmd_info, cmd_refs, cmd_serve, cmd_verify
 from .demo import cmd_demo
 from .exits import EXIT_CODES_HELP, PROG
 from .format import _wrap
@@ -187,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "URL (s3://..., https://...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.json")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    p = add("serve", cmd_serve, "share dataset folders over HTTP (read-only, with byte ranges)",
+            "Serve the files under FOLDER read-only over HTTP, answering Range requests, so that "
+            "split_dataset.open('http://HOST:PORT/path/to/dataset') reads a dataset by chunks from another "
+            "process or machine (python -m http.server ignores Range headers: a reader would download whole "
+            "block files). No listing, no symbolic links out of FOLDER, no writes. Binds 127.0.0.1 unless "
+            "--host says otherwise; put a real web server in front of it before sharing beyond one machine. "
+            "Runs until interrupted.",
+            f"examples:\n  {PROG} serve /data/acquisitions --port 8000\n"
+            "  python -c \"import split_dataset; print(split_dataset.open('http://127.0.0.1:8000/fish1/raw'))\"")
+    p.add_argument("folder", metavar="FOLDER", help="the folder whose files are served (datasets anywhere under it)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine)")
+    p.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0 picks a free one)")
 
     p = add("demo", cmd_demo, "simulate an acquisition, stream it to disk, read it back, show info",
             "Simulate a short light-sheet acquisition (synthetic volumes: drifting, flickering cells in a dim "

@@ -65,6 +65,34 @@ def split_url(url: str) -> tuple[str, str]:
     return scheme, url.partition("://")[2].rstrip("/")
 
 
+def _content_range_length(header: str, start: int, end: int) -> int | None:
+    """Bytes a ``206`` answer to ``Range: bytes=start-(end-1)`` must hold, from its ``Content-Range``
+    (``bytes a-b/size``), or None if the header does not describe that range.
+
+    Examples
+    --------
+    >>> _content_range_length("bytes 10-19/100", 10, 20), _content_range_length("bytes 90-99/95", 90, 100)
+    (10, None)
+    >>> _content_range_length("bytes 90-94/95", 90, 100), _content_range_length("junk", 0, 5)
+    (5, None)
+    """
+    parts = header.strip().split()
+    if len(parts) != 2 or parts[0] != "bytes":
+        return None
+    span, _, total = parts[1].partition("/")
+    first, _, last = span.partition("-")
+    try:
+        a, b = int(first), int(last)
+        size = None if total == "*" else int(total)
+    except ValueError:
+        return None
+    if a != start or b < a or b > end - 1 or (size is not None and b >= size):
+        return None
+    if b != end - 1 and (size is None or b != size - 1):  # short only where the file ends
+        return None
+    return b - a + 1
+
+
 class RemotePath:
     """A URL that stands where a local dataset has a ``Path``: ``/`` joins names, ``name``
     and ``parent`` work, ``str()`` gives the URL (for messages). It cannot be opened locally.
@@ -343,10 +371,14 @@ class Store:
                 r.raise_for_status()
                 if r.status != 206:
                     raise RemoteError(self.where(name), f"unexpected status {r.status} for a range request")
-                data: bytes = await r.content.read(end - start + 1)
-                if len(data) > end - start:
-                    raise RemoteError(self.where(name), f"the server sent more than the {end - start} bytes asked "
-                                      f"for at {start}")
+                expected = _content_range_length(r.headers.get("Content-Range", ""), start, end)
+                if expected is None:
+                    raise RemoteError(self.where(name), "a range answer without a valid Content-Range header "
+                                      f"('{r.headers.get('Content-Range', '')}' for bytes {start}-{end - 1})")
+                data: bytes = await r.content.read(expected + 1)
+                if len(data) != expected:  # the connection closed early: worth another try
+                    raise ConnectionError(f"the answer for bytes {start}-{end - 1} of {self.where(name)} ended after "
+                                          f"{len(data)} of {expected} bytes")
                 return data
 
         async def all_of() -> list[bytes]:
