@@ -20,6 +20,7 @@ from .errors import (
     SplitDatasetError,
     TruncatedDatasetWarning,
 )
+from .frames import expand_gaps, join_records
 from .grid import BlockGrid
 from .indexing import Indexer
 from .metadata import Metadata
@@ -35,6 +36,7 @@ from .storage import (
     open_indexed,
     scan_block_files,
 )
+from .storage.hdf5 import read_frame_meta
 
 __all__ = ["SplitDataset", "open", "TruncatedDatasetWarning", "MissingBlocksWarning"]
 
@@ -392,6 +394,70 @@ class SplitDataset(DatasetInfo):
             self._read_into(buf, indexer)
         return indexer.finish(buf)
 
+    # ------------------------------------------------------------------ per-frame records
+
+    @property
+    def frame_meta(self) -> np.ndarray | None:
+        """Per-frame records the acquisition writer stored with the frames, one per index along
+        axis 0: a structured array with ``time`` (s), ``id`` (the camera's frame counter, -1
+        where unknown) and the extra fields given to ``append(meta=...)``; None for datasets
+        without them (other writers, older versions). Read once from the block files (a small
+        array in each), then kept until :meth:`refresh`.
+
+        Examples
+        --------
+        >>> ds.frame_meta["time"][:3]  # doctest: +SKIP
+        array([1764547200.01, 1764547200.51, 1764547201.01])
+        """
+        key = (self._grid.shape, self._present)
+        cached = self.__dict__.get("_frame_meta_cache")
+        if cached is not None and cached[0] == key:
+            result: np.ndarray | None = cached[1]
+            return result
+        grid = self._grid
+        records = None
+        if grid.ndim and not any(grid.padding):
+            parts, lengths = [], []
+            for k in range(grid.grid_shape[0]):
+                coords = (k,) + (0,) * (grid.ndim - 1)
+                index = grid.linear(coords)
+                n = grid.block_shape(coords)[0]
+                parts.append(self._read_frame_meta(index, n) if index in self._present else None)
+                lengths.append(n)
+            records = join_records(parts, lengths)
+        self.__dict__["_frame_meta_cache"] = (key, records)
+        return records
+
+    def _read_frame_meta(self, index: int, frames: int) -> np.ndarray | None:
+        return read_frame_meta(self._path(index), frames)
+
+    @property
+    def frame_times(self) -> np.ndarray | None:
+        """When each frame along axis 0 was taken (float64 seconds; NaN where unknown), or None.
+
+        Examples
+        --------
+        >>> np.diff(ds.frame_times).mean()  # doctest: +SKIP
+        0.5
+        """
+        meta = self.frame_meta
+        return None if meta is None else np.asarray(meta["time"])
+
+    @property
+    def frame_ids(self) -> np.ndarray | None:
+        """The camera's frame counter for each frame along axis 0 (-1 where unknown), or None
+        where no frame has one."""
+        meta = self.frame_meta
+        if meta is None or not (meta["id"] >= 0).any():
+            return None
+        return np.asarray(meta["id"])
+
+    @property
+    def dropped_frames(self) -> np.ndarray:
+        """Camera frame ids the acquisition writer saw missing (gaps in ``frame_ids``), sorted;
+        empty when none were dropped or nothing is known."""
+        return expand_gaps(self._meta.dropped_frames)
+
     @property
     def oindex(self) -> _OIndex:
         """Outer (orthogonal) indexing: each index array selects along its own axis.
@@ -447,6 +513,7 @@ class SplitDataset(DatasetInfo):
         """
         self._handles.clear()
         self._load()
+        self.__dict__.pop("_frame_meta_cache", None)
         return self
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "ChunkIndexWarning",
     "VirtualRefsError",
     "RemoteError",
+    "DroppedFramesWarning",
 ]
 
 
@@ -189,3 +190,9 @@ class RemoteError(SplitDatasetError, OSError):
     def __init__(self, url: str, detail: str) -> None:
         self.url = str(url)
         super().__init__(f"{self.url}: {detail}")
+
+
+class DroppedFramesWarning(UserWarning):
+    """The camera's frame ids given to :meth:`~split_dataset.SplitDatasetWriter.append` skipped some:
+    those frames never reached the writer. The gaps are counted (``writer.n_dropped``) and
+    recorded in the metadata (``ds.dropped_frames``)."""

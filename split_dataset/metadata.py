@@ -56,6 +56,7 @@ _OWN_KEYS = (
     "units",
     "frame_interval",
     "display_range",
+    "dropped_frames",
 )
 
 
@@ -73,6 +74,25 @@ def _parse_range(value: Any) -> tuple[float, float] | None:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
         return None
     return (lo, hi)
+
+
+#: Most gap records kept in ``dropped_frames`` (a camera dropping every other frame for hours must
+#: not make the metadata file huge; the count stays exact in the last record's total).
+MAX_GAPS = 10_000
+
+
+def _parse_gaps(value: Any) -> tuple[tuple[int, int], ...]:
+    """``dropped_frames``: ``[[first missing id, count], ...]``; anything malformed is ignored (empty)."""
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_GAPS:
+        return ()
+    out = []
+    for item in value:
+        if (not isinstance(item, (list, tuple)) or len(item) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in item) or item[1] < 1
+                or abs(item[0]) >= 2**63 or item[1] >= 2**63):
+            return ()
+        out.append((int(item[0]), int(item[1])))
+    return tuple(out)
 
 
 def default_axis_order(ndim: int, time: bool = False) -> str:
@@ -147,6 +167,9 @@ class Metadata:
     display_range
         ``(low, high)`` for display (a viewer's contrast limits): the 0.5 and 99.5
         percentiles of frames sampled by the writer, or None. A malformed value is ignored.
+    dropped_frames
+        Gaps the acquisition writer saw in the camera's frame ids: ``((first missing id,
+        count), ...)``, empty when none (or unknown). A malformed value is ignored.
     axis_order
         One letter per axis, e.g. ``"tzyx"``.
     data_key
@@ -184,6 +207,7 @@ class Metadata:
     units: tuple[str, ...] = ()
     frame_interval: float | None = None
     display_range: tuple[float, float] | None = None
+    dropped_frames: tuple[tuple[int, int], ...] = ()
     crop_start: tuple[int, ...] = ()
     crop_end: tuple[int, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -218,6 +242,7 @@ class Metadata:
         if interval is not None:
             set_(self, "frame_interval", _parse_interval(interval))
         set_(self, "display_range", _parse_range(self.display_range))
+        set_(self, "dropped_frames", _parse_gaps(self.dropped_frames))
         order = self.axis_order
         if order is None:
             order = ""
@@ -311,6 +336,7 @@ class Metadata:
             units=tuple(units) if _is_list(units) else units,
             frame_interval=get("frame_interval"),
             display_range=get("display_range"),
+            dropped_frames=get("dropped_frames", ()),
             crop_start=d.get("crop_start") or (),
             crop_end=d.get("crop_end") or (),
             extra={k: v for k, v in raw.items() if k not in _CLASSIC_KEYS + _OWN_KEYS},
@@ -353,6 +379,8 @@ class Metadata:
             d["frame_interval"] = self.frame_interval
         if self.display_range is not None:
             d["display_range"] = list(self.display_range)
+        if self.dropped_frames:
+            d["dropped_frames"] = [list(g) for g in self.dropped_frames]
         d["attrs"] = dict(self.attrs)
         return d
 

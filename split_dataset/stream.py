@@ -18,38 +18,90 @@ appended since the last block was completed or the last
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import errno
+import json
+import keyword
 import mmap
 import os
 import queue
 import shutil
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .dataset import SplitDataset
-from .errors import DiskFullError, WriteError, WriterLockedError
+from .errors import DiskFullError, DroppedFramesWarning, WriteError, WriterLockedError
+from .frames import frame_record_dtype
 from .locks import LOCK_FILENAME, WriterLock
-from .metadata import Metadata
-from .storage import block_name
+from .metadata import MAX_GAPS, Metadata
+from .storage import STATUS_FILENAME, block_name
 from .storage.hdf5 import StagedBlock, discard_block
 from .write import exits
 from .write.options import DEFAULT_COMPRESSION, WriteOptions, check_dtype
 from .write.start import start
 from .write.sums import ChecksumLog
 
-__all__ = ["SplitDatasetWriter", "WriteError", "DiskFullError", "WriterLockedError", "LOCK_FILENAME"]
+__all__ = ["SplitDatasetWriter", "WriterHealth", "WriteError", "DiskFullError", "WriterLockedError", "LOCK_FILENAME",
+           "frame_record_dtype"]
 
 _PREFAULT_STEP = 8 << 20
 _MADV_POPULATE_WRITE = 23
 _PAGE = mmap.PAGESIZE
 _madvise: Any = None
+
+
+#: Frames whose append-to-disk latency the writer keeps for :meth:`SplitDatasetWriter.health`.
+_LATENCY_WINDOW = 4096
+#: Seconds of committed blocks over which the write rate is measured.
+_RATE_WINDOW = 10.0
+
+
+def _field_name(name: Any) -> str:
+    if (not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name in ("time", "id")
+            or len(name) > 64):
+        raise ValueError(f"per-frame field names must be Python identifiers of at most 64 characters, other than "
+                         f"'time' and 'id'; got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class WriterHealth:
+    """How a :class:`SplitDatasetWriter` keeps up (see :meth:`SplitDatasetWriter.health`).
+
+    Attributes
+    ----------
+    n_frames, frames_safe
+        Frames appended; frames on disk and described by the metadata.
+    frames_behind
+        ``n_frames - frames_safe``: what SIGKILL or power loss would lose now.
+    queue_depth, queue_capacity
+        Full blocks waiting to be written, and how many may wait before ``append`` blocks.
+    mb_per_s
+        Uncompressed MB committed per second over the last 10 s of commits (None before two).
+    latency_p50, latency_p99
+        Seconds from ``append`` to safely on disk, over the last 4096 frames committed (None before any).
+    n_dropped
+        Frames missing from the camera's frame ids.
+    """
+
+    n_frames: int
+    frames_safe: int
+    frames_behind: int
+    queue_depth: int
+    queue_capacity: int
+    mb_per_s: float | None
+    latency_p50: float | None
+    latency_p99: float | None
+    n_dropped: int
 
 
 def _populate(lo: int, hi: int) -> bool:
@@ -160,6 +212,7 @@ class SplitDatasetWriter:
         queue_depth: int = 2,
         fsync: bool = True,
         checksums: bool = True,
+        frame_fields: Sequence[str] = (),
     ) -> None:
         self._frame_shape = tuple(int(s) for s in frame_shape)
         if any(s < 1 for s in self._frame_shape):
@@ -188,6 +241,28 @@ class SplitDatasetWriter:
         self._buf: np.ndarray[Any, Any] | None = np.empty(block, self._dtype)
         if started.partial is not None:  # its frames are kept; the next write replaces the file
             self._buf[: self._fill] = started.partial
+        # per-frame records (time, id, extra fields) of the block being filled, and arrival times
+        self._fields: tuple[str, ...] = tuple(_field_name(f) for f in frame_fields)
+        partial_meta = started.partial_meta
+        if partial_meta is not None:
+            self._fields += tuple(n for n in (partial_meta.dtype.names or ())[2:] if n not in self._fields)
+        self._rec = self._new_records()
+        self._arrive = np.zeros(self._fpf)
+        self._last_id: int | None = None
+        if partial_meta is not None and self._fill:
+            have = partial_meta.dtype.names or ()
+            for name in have:
+                if name in (self._rec.dtype.names or ()):
+                    self._rec[name][: self._fill] = partial_meta[name][: self._fill]
+            ids = partial_meta["id"][: self._fill] if "id" in have else np.zeros(0)
+            self._last_id = int(ids[-1]) if len(ids) and ids[-1] >= 0 else None
+        self._gaps: list[tuple[int, int]] = list(started.meta.dropped_frames)
+        self._n_dropped = sum(n for _, n in self._gaps)
+        self._stats_lock = threading.Lock()
+        self._latencies: collections.deque[np.ndarray] = collections.deque()
+        self._n_latencies = 0
+        self._rates: collections.deque[tuple[float, int]] = collections.deque()
+        self._queue_capacity = queue_depth
         self._error: BaseException | None = None
         self._committing: threading.Thread | None = None  # the block being renamed into place
         self._commit_error: BaseException | None = None
@@ -210,7 +285,16 @@ class SplitDatasetWriter:
             lock.release()
 
     def _meta_for(self, n_frames: int, complete: bool) -> Metadata:
-        return self._meta.replace(shape=(n_frames,) + self._frame_shape, complete=complete)
+        return self._meta.replace(shape=(n_frames,) + self._frame_shape, complete=complete,
+                                  dropped_frames=tuple(self._gaps))
+
+    def _new_records(self) -> np.ndarray:
+        rec = np.zeros(self._fpf, frame_record_dtype(self._fields))
+        rec["time"] = np.nan
+        rec["id"] = -1
+        for name in self._fields:
+            rec[name] = np.nan
+        return rec
 
     # ------------------------------------------------------------------ background worker
 
@@ -251,15 +335,16 @@ class SplitDatasetWriter:
                 return
             recycled = False
             try:
-                index, arr, n, recycle = item
+                index, arr, n, recycle, records, arrived = item
                 if self._error is None:
-                    staged = self._stage(index, arr, n)
+                    staged = self._stage(index, arr, n, records)
                     if recycle:  # its frames are in the staged file now
                         self._free.put(arr)
                         recycled = True
                     self._finish_commit()
                     if self._error is None:
-                        self._committing = threading.Thread(target=self._commit, args=(index, staged, n),
+                        self._committing = threading.Thread(target=self._commit,
+                                                            args=(index, staged, n, arrived, arr[:n].nbytes),
                                                             name="split_dataset commit", daemon=True)
                         self._committing.start()
                     else:
@@ -283,7 +368,7 @@ class SplitDatasetWriter:
         if self._commit_error is not None and self._error is None:
             self._error = self._commit_error
 
-    def _stage(self, index: int, arr: np.ndarray, n: int) -> StagedBlock:
+    def _stage(self, index: int, arr: np.ndarray, n: int, records: np.ndarray) -> StagedBlock:
         try:
             free = shutil.disk_usage(self._root).free
             need = arr[:n].nbytes // 2 + (1 << 20)
@@ -293,11 +378,11 @@ class SplitDatasetWriter:
                     f"{self._frames_safe} frames are safe on disk",
                     self._frames_safe, errno.ENOSPC,
                 )
-            return self._sink.stage(index, arr[:n])
+            return self._sink.stage(index, arr[:n], records[:n])
         except OSError as e:
             raise self._write_error(index, e) from e
 
-    def _commit(self, index: int, staged: StagedBlock, n: int) -> None:
+    def _commit(self, index: int, staged: StagedBlock, n: int, arrived: np.ndarray, nbytes: int) -> None:
         """Block `index` into place, then the metadata claiming it, then its checksum line."""
         frames = index * self._fpf + n
         try:
@@ -309,6 +394,29 @@ class SplitDatasetWriter:
             self._frames_safe = frames
         except BaseException as e:
             self._commit_error = self._write_error(index, e) if isinstance(e, OSError) else e
+            return
+        self._committed(arrived[:n], nbytes)
+
+    def _committed(self, arrived: np.ndarray, nbytes: int) -> None:
+        """Record a committed block's latencies and bytes, and publish the writer's figures."""
+        now = time.time()
+        known = arrived[arrived > 0]
+        with self._stats_lock:
+            if len(known):
+                self._latencies.append(now - known)
+                self._n_latencies += len(known)
+                while self._n_latencies - len(self._latencies[0]) >= _LATENCY_WINDOW:
+                    self._n_latencies -= len(self._latencies.popleft())
+            self._rates.append((now, nbytes))
+            while len(self._rates) > 2 and now - self._rates[0][0] > _RATE_WINDOW:
+                self._rates.popleft()
+        try:  # best effort: a failure here never touches the frames
+            doc = {"pid": os.getpid(), "updated": now, **asdict(self.health())}
+            tmp = self._root / f"{STATUS_FILENAME}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, self._root / STATUS_FILENAME)
+        except OSError:
+            pass
 
     def _write_error(self, index: int, e: OSError) -> WriteError:
         if isinstance(e, WriteError):
@@ -331,15 +439,38 @@ class SplitDatasetWriter:
 
     # ------------------------------------------------------------------ public API
 
-    def append(self, frames: Any) -> None:
-        """Append one frame (shaped `frame_shape`) or a batch ``(n, *frame_shape)``.
+    def append(self, frames: Any, timestamps: Any = None, frame_ids: Any = None,
+               meta: Mapping[str, Any] | None = None) -> None:
+        """Append one frame (shaped `frame_shape`) or a batch ``(n, *frame_shape)``, with its per-frame
+        records.
 
         The data is copied before this returns, so the caller may reuse its buffer.
         Blocks while `queue_depth` full blocks wait to be written.
 
+        Parameters
+        ----------
+        frames
+            One frame or a batch.
+        timestamps
+            When each frame was taken, in seconds (float64; a number or one per frame).
+            Default: the time of this call (``time.time()``, shared by writers in other
+            processes, so cameras can be aligned).
+        frame_ids
+            The camera's frame counter, one int per frame. A jump (an id skipped) is a
+            dropped frame: a :class:`~split_dataset.errors.DroppedFramesWarning`, counted in
+            :attr:`n_dropped` and recorded in the metadata (``ds.dropped_frames``).
+        meta
+            Small per-frame numbers, ``{"exposure_ms": 5.0, "stage_z": z_array}`` (a number or
+            one per frame, stored as float64; a field first seen later reads NaN before).
+
+        The records are stored in each block file beside the frames (``frame_meta``), so a
+        crash keeps them exactly with their frames; readers get ``ds.frame_times``,
+        ``ds.frame_ids`` and ``ds.frame_meta``.
+
         Examples
         --------
         >>> w.append(np.zeros((5, 4, 8, 8), "uint16"))  # doctest: +SKIP
+        >>> w.append(frame, timestamps=t, frame_ids=camera_counter, meta={"exposure_ms": 5.0})  # doctest: +SKIP
         """
         self._check_open()
         self._raise_if_failed()
@@ -355,23 +486,87 @@ class SplitDatasetWriter:
                 f"frame {self._n_frames}: expected a frame {self._frame_shape} or a batch (n, "
                 f"{', '.join(map(str, self._frame_shape))}), got {arr.shape}"
             )
-        pos, total = 0, arr.shape[0]
+        total = arr.shape[0]
+        now = time.time()
+        times = self._per_frame(timestamps, total, "timestamps", np.float64, now)
+        ids = self._per_frame(frame_ids, total, "frame_ids", np.int64, -1)
+        extra = {}
+        for name, value in (meta or {}).items():
+            extra[_field_name(name)] = self._per_frame(value, total, f"meta[{name!r}]", np.float64, np.nan)
+        new_fields = tuple(n for n in extra if n not in self._fields)
+        if new_fields:
+            self._add_fields(new_fields)
+        if frame_ids is not None:
+            self._check_ids(ids)
+        pos = 0
         while pos < total:
             buf = self._buf if self._buf is not None else self._next_buffer()  # None: a wait was interrupted
             self._buf = buf
             k = min(self._fpf - self._fill, total - pos)
-            buf[self._fill : self._fill + k] = arr[pos : pos + k]
+            lo, hi = self._fill, self._fill + k
+            rec = self._rec
+            rec["time"][lo:hi] = times[pos : pos + k]
+            rec["id"][lo:hi] = ids[pos : pos + k]
+            for name, values in extra.items():
+                rec[name][lo:hi] = values[pos : pos + k]
+            self._arrive[lo:hi] = now
+            buf[lo:hi] = arr[pos : pos + k]
             self._fill += k
             self._n_frames += k
             pos += k
             if self._fill == self._fpf:
                 self._submit_full()
 
+    def _per_frame(self, value: Any, n: int, what: str, dtype: Any, default: Any) -> np.ndarray:
+        """`value` (None, a number, or one per frame) as `n` values of `dtype`."""
+        if value is None:
+            return np.full(n, default, dtype)
+        try:
+            out = np.asarray(value, dtype=dtype)
+        except (TypeError, ValueError, OverflowError):
+            raise TypeError(f"frame {self._n_frames}: {what} must be numbers, got {value!r:.80}") from None
+        if out.ndim == 0:
+            out = np.full(n, out, dtype)
+        if out.shape != (n,):
+            raise ValueError(f"frame {self._n_frames}: {what} holds {out.shape} values for {n} frame(s)")
+        if dtype is np.float64 and what == "timestamps" and not np.isfinite(out).all():
+            raise ValueError(f"frame {self._n_frames}: timestamps must be finite, got {out}")
+        return out
+
+    def _add_fields(self, names: tuple[str, ...]) -> None:
+        """New per-frame fields: the block being filled gets them, NaN for its earlier frames."""
+        self._fields += names
+        rec = self._new_records()
+        for name in self._rec.dtype.names or ():
+            rec[name] = self._rec[name]
+        self._rec = rec
+
+    def _check_ids(self, ids: np.ndarray) -> None:
+        """Gaps in the camera's frame ids: dropped frames (warned, counted, recorded)."""
+        known = ids[ids >= 0]
+        if not len(known):
+            return
+        prev = np.concatenate([[self._last_id if self._last_id is not None else known[0] - 1], known[:-1]])
+        jumps = np.flatnonzero(known - prev > 1)
+        for j in jumps:
+            first, count = int(prev[j]) + 1, int(known[j] - prev[j]) - 1
+            self._n_dropped += count
+            if len(self._gaps) < MAX_GAPS:
+                self._gaps.append((first, count))
+            warnings.warn(f"{str(self._root)!r}: camera frame ids jump from {first - 1} to {first + count} at frame "
+                          f"{self._n_frames}: {count} frame(s) dropped ({self._n_dropped} so far)",
+                          DroppedFramesWarning, stacklevel=3)
+        if (known[1:] <= known[:-1]).any() or (self._last_id is not None and known[0] <= self._last_id):
+            warnings.warn(f"{str(self._root)!r}: camera frame ids do not increase at frame {self._n_frames}",
+                          DroppedFramesWarning, stacklevel=3)
+        self._last_id = int(known[-1])
+
     def _submit_full(self) -> None:
         # ordered so that an exception raised between two statements (Ctrl-C, SIGTERM) loses
         # nothing: the full block is queued first; until _fill is reset a shutdown would queue
         # the same block again (harmless), and a new buffer is taken last
-        self._work.put((self._block, self._buf, self._fpf, True))
+        self._work.put((self._block, self._buf, self._fpf, True, self._rec, self._arrive))
+        self._rec, self._arrive = self._new_records(), np.zeros(self._fpf)
         self._fill = 0
         self._block += 1
         self._buf = None
@@ -393,7 +588,8 @@ class SplitDatasetWriter:
         """
         self._check_open()
         if self._fill and self._buf is not None:
-            self._work.put((self._block, self._buf[: self._fill].copy(), self._fill, False))
+            self._work.put((self._block, self._buf[: self._fill].copy(), self._fill, False,
+                            self._rec[: self._fill].copy(), self._arrive[: self._fill].copy()))
         self._work.join()
         self._raise_if_failed()
 
@@ -410,7 +606,8 @@ class SplitDatasetWriter:
         try:
             if not self._stopping:  # queue the partial block and the stop marker (once)
                 if self._fill and self._error is None and self._buf is not None:
-                    self._work.put((self._block, self._buf, self._fill, False))
+                    self._work.put((self._block, self._buf, self._fill, False, self._rec[: self._fill].copy(),
+                                    self._arrive[: self._fill].copy()))
                 self._work.put(None)
                 self._stopping = True
             while self._thread.is_alive():
@@ -424,6 +621,10 @@ class SplitDatasetWriter:
         finally:
             if not self._thread.is_alive():
                 self._closed = True
+                try:
+                    (self._root / STATUS_FILENAME).unlink(missing_ok=True)
+                except OSError:
+                    pass
                 exits.unregister(self)
                 self._release_lock()
         if interrupted is not None:
@@ -465,6 +666,36 @@ class SplitDatasetWriter:
     def n_frames(self) -> int:
         """Frames appended so far (written or still queued)."""
         return self._n_frames
+
+    @property
+    def n_dropped(self) -> int:
+        """Frames missing from the camera's frame ids (see :meth:`append`)."""
+        return self._n_dropped
+
+    def health(self) -> WriterHealth:
+        """How the writer keeps up: queue, frames not yet safe, MB/s, append-to-disk latency.
+
+        Cheap (no I/O): poll it from the acquisition loop and warn before frames are at risk,
+        e.g. when ``frames_behind`` grows or ``queue_depth`` reaches ``queue_capacity``. The
+        same figures are written to ``.split_dataset.writer.status.json`` after each block,
+        which ``split-dataset watch PATH`` shows from another process.
+
+        Examples
+        --------
+        >>> h = w.health()  # doctest: +SKIP
+        >>> if h.queue_depth >= h.queue_capacity: print("the disk is falling behind")  # doctest: +SKIP
+        """
+        with self._stats_lock:
+            lat = np.concatenate(list(self._latencies)) if self._latencies else np.zeros(0)
+            rates = list(self._rates)
+        p50, p99 = (float(v) for v in np.percentile(lat, [50, 99])) if len(lat) else (None, None)
+        mbps = None
+        if len(rates) >= 2 and rates[-1][0] > rates[0][0]:
+            mbps = sum(b for _, b in rates[1:]) / (rates[-1][0] - rates[0][0]) / 1e6
+        return WriterHealth(
+            n_frames=self._n_frames, frames_safe=self._frames_safe, frames_behind=self._n_frames - self._frames_safe,
+            queue_depth=self._work.qsize(), queue_capacity=self._queue_capacity, mb_per_s=mbps,
+            latency_p50=p50, latency_p99=p99, n_dropped=self._n_dropped)
 
     @property
     def frames_safe(self) -> int:

@@ -256,9 +256,9 @@ def test_backpressure_drops_nothing(tmp_path, monkeypatch) -> None:
 
     slow = BlockSink.stage
 
-    def slow_write(self, index, arr):
+    def slow_write(self, index, arr, *rest):
         time.sleep(0.05)
-        return slow(self, index, arr)
+        return slow(self, index, arr, *rest)
 
     monkeypatch.setattr(BlockSink, "stage", slow_write)
     w = writer(tmp_path / "acq", frames_per_file=2, queue_depth=1)

@@ -27,7 +27,7 @@ from .layout import temporary_name
 from .threads import pool
 
 __all__ = ["find_data_key", "open_readonly", "open_same", "default_chunks", "write_block_atomic", "StagedBlock",
-           "stage_block", "commit_block", "discard_block"]
+           "stage_block", "commit_block", "discard_block", "FRAME_META_KEY", "read_frame_meta"]
 
 def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
     """The block's array: `preferred`, else ``stack_{N}D``/``stack``, else the one dataset named ``stack*``.
@@ -219,14 +219,23 @@ class StagedBlock(NamedTuple):
     parts: Any  #: ``parts(block, stat)`` makes its chunk-index record (None: not indexed)
 
 
-def stage_block(path: Path, data: np.ndarray, key: str, codec: Codec, chunks: tuple[int, ...] | None = None
-                ) -> StagedBlock:
+#: The per-frame metadata array in a block file (docs/format.md §4.3): one record per frame along axis 0.
+FRAME_META_KEY = "frame_meta"
+
+
+def stage_block(path: Path, data: np.ndarray, key: str, codec: Codec, chunks: tuple[int, ...] | None = None,
+                frame_meta: np.ndarray | None = None) -> StagedBlock:
     """The first half of :func:`write_block_atomic`: the whole file under a temporary name beside
-    `path` (removed again on any error). :func:`commit_block` or :func:`discard_block` follows."""
+    `path` (removed again on any error). :func:`commit_block` or :func:`discard_block` follows.
+
+    `frame_meta`, a structured array with one record per frame along axis 0, is stored beside
+    the array as ``frame_meta`` (in the same file, so it lands with its frames)."""
     tmp = temporary_name(Path(path))
     try:
         with h5py.File(tmp, "x", libver=("earliest", "v110"), locking=False) as f:
             parts = _write_block_file(f, np.asarray(data), key, codec, chunks)
+            if frame_meta is not None:
+                f.create_dataset(FRAME_META_KEY, data=frame_meta)
     except BaseException:
         discard_block(StagedBlock(tmp, Path(path), None))
         raise
@@ -276,3 +285,22 @@ def write_block_atomic(
     written, with no second read; None for codecs that are not blosc.
     """
     return commit_block(stage_block(path, data, key, codec, chunks), fsync=fsync, block=block)
+
+
+def read_frame_meta(path: Path, frames: int) -> np.ndarray | None:
+    """The per-frame records stored in block file `path` (``frame_meta``), the first `frames` of them,
+    or None where the block has none or they do not fit (wrong length, not a structured array)."""
+    try:
+        with open_readonly(path) as f:
+            link = f.get(FRAME_META_KEY, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                return None
+            d = f[FRAME_META_KEY]
+            if not isinstance(d, h5py.Dataset) or d.ndim != 1 or d.dtype.names is None or d.shape[0] < frames:
+                return None
+            if any(d.dtype[n].kind not in "iuf" or d.dtype[n].shape for n in d.dtype.names):
+                return None
+            out: np.ndarray = d[:frames]
+            return out
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError):
+        return None

@@ -8,13 +8,16 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["METADATA_FILENAME", "CHECKSUM_FILENAME", "TMP_SUFFIX", "block_name", "scan_block_files", "temporary_name",
+__all__ = ["METADATA_FILENAME", "CHECKSUM_FILENAME", "STATUS_FILENAME",
+           "TMP_SUFFIX", "block_name", "scan_block_files", "temporary_name",
            "is_temporary_name"]
 
 METADATA_FILENAME = "stack_metadata.json"
 _BLOCK_RE = re.compile(r"^(?P<prefix>.*?)(?P<index>\d{4,})\.h5$")
 TMP_SUFFIX = ".tmp"  # temporary files: .<name>.<uuid>.tmp, which no reader lists
 CHECKSUM_FILENAME = "SHA256SUMS"
+#: The acquisition writer's live figures (queue, rate, latency), for ``split-dataset watch``; removed on close.
+STATUS_FILENAME = ".split_dataset.writer.status.json"
 
 
 def block_name(index: int, prefix: str = "") -> str:

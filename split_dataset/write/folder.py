@@ -30,6 +30,7 @@ from ..storage import (
     CHECKSUM_FILENAME,
     CHUNK_INDEX_FILENAME,
     METADATA_FILENAME,
+    STATUS_FILENAME,
     is_temporary_name,
     read_json,
     scan_block_files,
@@ -54,7 +55,8 @@ def _is_our_temporary(root: Path, name: str) -> bool:
 def _others(root: Path, ignore: tuple[str, ...]) -> list[str]:
     """Names in `root` that make it hold something: all but `ignore` and our temporary files."""
     with os.scandir(root) as it:
-        return [e.name for e in it if e.name not in ignore and not _is_our_temporary(root, e.name)]
+        return [e.name for e in it if e.name not in ignore and e.name != STATUS_FILENAME
+                and not _is_our_temporary(root, e.name)]
 
 
 def is_empty_folder(path: Path, ignore: tuple[str, ...] = (LOCK_FILENAME,)) -> bool:
@@ -91,6 +93,7 @@ def _remove_old_dataset(path: Path) -> None:
         meta.unlink()  # first: the folder no longer claims the old blocks (a link: the link goes)
     (path / CHECKSUM_FILENAME).unlink(missing_ok=True)  # unlink never follows a link
     (path / CHUNK_INDEX_FILENAME).unlink(missing_ok=True)
+    (path / STATUS_FILENAME).unlink(missing_ok=True)
     for index, name in scan_block_files(path).get("", {}).items():  # only our own names
         if n_old is None or index < n_old:
             (path / name).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..dataset import SplitDataset
 from ..metadata import Metadata
+from ..storage.hdf5 import read_frame_meta
 from .options import WriteOptions
 from .sums import reconcile_checksums
 
@@ -34,6 +35,8 @@ class Resumed:
     meta: Metadata
     #: ``SHA256SUMS`` as reconciled, or None when checksums are not kept.
     sums: dict[str, str] | None
+    #: The per-frame records of the partial last block (``frame_meta``), or None.
+    partial_meta: np.ndarray[Any, Any] | None = None
 
 
 def open_for_append(root: Path, frame_shape: tuple[int, ...], dtype: np.dtype[Any],
@@ -87,5 +90,7 @@ def resume(ds: SplitDataset, options: WriteOptions, frames_per_file: int, *, che
     n = ds.shape[0]
     full, fill = divmod(n, frames_per_file)
     partial = np.asarray(ds[full * frames_per_file : n]) if fill else None
+    partial_meta = read_frame_meta(ds.files.ravel()[full], fill) if fill else None
+    meta = meta.replace(dropped_frames=old.dropped_frames)
     sums = reconcile_checksums(ds, frames_per_file, fsync=options.fsync) if checksums else None
-    return Resumed(n_frames=n, partial=partial, meta=meta, sums=sums)
+    return Resumed(n_frames=n, partial=partial, meta=meta, sums=sums, partial_meta=partial_meta)

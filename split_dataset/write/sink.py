@@ -113,12 +113,15 @@ class BlockSink:
         """Write block `index` without validating it against the grid; record its checksum."""
         return self.commit(index, self.stage(index, arr))
 
-    def stage(self, index: int, arr: np.ndarray[Any, Any]) -> StagedBlock:
+    def stage(self, index: int, arr: np.ndarray[Any, Any], frame_meta: np.ndarray[Any, Any] | None = None
+              ) -> StagedBlock:
         """The first half of :meth:`write_unchecked`: block `index` written whole under a
-        temporary name, invisible to readers until :meth:`commit` (or :func:`discard_block`)."""
+        temporary name, invisible to readers until :meth:`commit` (or :func:`discard_block`);
+        `frame_meta` (one record per frame) is stored in the same file."""
         path = self.root / block_name(index, self.prefix)
         self.display.add(arr)
-        return stage_block(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks)
+        return stage_block(path, arr, self.meta.data_key or f"stack_{arr.ndim}D", self.codec, self.meta.chunks,
+                           frame_meta)
 
     def commit(self, index: int, staged: StagedBlock) -> Path:
         """The second half of :meth:`write_unchecked`: flush (unless deferred), rename into place,

@@ -36,6 +36,8 @@ class Started:
     partial: np.ndarray[Any, Any] | None = None
     #: ``SHA256SUMS`` lines already on disk.
     sums: dict[str, str] = field(default_factory=dict)
+    #: The per-frame records of a resumed partial last block, or None.
+    partial_meta: np.ndarray[Any, Any] | None = None
 
 
 def start(root: Path, options: WriteOptions, frame_shape: tuple[int, ...], dtype: np.dtype[Any],
@@ -72,7 +74,8 @@ def start(root: Path, options: WriteOptions, frame_shape: tuple[int, ...], dtype
                 existing.close()
             sink = BlockSink.for_options(root, state.meta, options, checksums=keep_sums)
             sink.add_sums(state.sums or {})
-            started = Started(lock, sink, state.meta, state.n_frames, state.partial, state.sums or {})
+            started = Started(lock, sink, state.meta, state.n_frames, state.partial, state.sums or {},
+                              state.partial_meta)
         else:
             prepare_folder(root, overwrite, ignore=(LOCK_FILENAME,), locked=True)
             meta = options.metadata((0,) + frame_shape, dtype, (frames_per_file,) + frame_shape, complete=False)
