@@ -187,3 +187,14 @@ def test_health_and_the_status_file(tmp_path: Path):
     w.close()
     assert not (path / STATUS_FILENAME).exists()
     split_dataset.save(frames(0, 2), path, (2,), overwrite=True, fsync=False)  # replaced like any dataset
+
+
+def test_records_read_by_url(tmp_path: Path):
+    fsspec = pytest.importorskip("fsspec")
+    path = tmp_path / "acq"
+    with writer(path, fpf=3) as w:
+        w.append(frames(0, 7), timestamps=10.0 + np.arange(7), frame_ids=np.arange(7))
+    fsspec.filesystem("memory").put(str(path), "memory://frames/acq", recursive=True)
+    ds = split_dataset.open("memory://frames/acq")
+    np.testing.assert_array_equal(ds.frame_times, 10.0 + np.arange(7))
+    np.testing.assert_array_equal(ds.frame_ids, np.arange(7))

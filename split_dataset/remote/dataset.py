@@ -44,6 +44,7 @@ from ..opening import choose_prefix, usable_index
 from ..storage import METADATA_FILENAME, BlockHandle, HandleCache, IndexFile, block_name, find_data_key
 from ..storage import blosc as _blosc
 from ..storage.files import MAX_JSON_BYTES, parse_json
+from ..storage.hdf5 import frame_meta_of
 from ..storage.indexbuild import indexed_handle
 from ..storage.indexfile import CHUNK_INDEX_FILENAME, read_index_bytes
 from ..storage.layout import group_block_names
@@ -285,6 +286,14 @@ class RemoteSplitDataset(SplitDataset):
             f.close()
             fobj.close()
             raise
+
+    def _read_frame_meta(self, index: int, frames: int) -> np.ndarray | None:
+        """A block's per-frame records, read through HDF5 over the store (one block-cache read or two)."""
+        try:
+            with self._h5(block_name(index, self._prefix), self._grid.coords(index)) as (f, _):
+                return frame_meta_of(f, frames)
+        except (SplitDatasetError, OSError):
+            return None
 
     def _read_into(self, buf: np.ndarray, indexer: Indexer) -> None:
         """Blocks read concurrently: each block's requests are in flight with the others'."""

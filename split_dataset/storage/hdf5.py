@@ -27,7 +27,8 @@ from .layout import temporary_name
 from .threads import pool
 
 __all__ = ["find_data_key", "open_readonly", "open_same", "default_chunks", "write_block_atomic", "StagedBlock",
-           "stage_block", "commit_block", "discard_block", "FRAME_META_KEY", "read_frame_meta"]
+           "stage_block", "commit_block", "discard_block", "FRAME_META_KEY", "read_frame_meta",
+           "frame_meta_of"]
 
 def find_data_key(f: h5py.File, preferred: str | None = None) -> str:
     """The block's array: `preferred`, else ``stack_{N}D``/``stack``, else the one dataset named ``stack*``.
@@ -292,15 +293,23 @@ def read_frame_meta(path: Path, frames: int) -> np.ndarray | None:
     or None where the block has none or they do not fit (wrong length, not a structured array)."""
     try:
         with open_readonly(path) as f:
-            link = f.get(FRAME_META_KEY, getlink=True)
-            if not isinstance(link, h5py.HardLink):
-                return None
-            d = f[FRAME_META_KEY]
-            if not isinstance(d, h5py.Dataset) or d.ndim != 1 or d.dtype.names is None or d.shape[0] < frames:
-                return None
-            if any(d.dtype[n].kind not in "iuf" or d.dtype[n].shape for n in d.dtype.names):
-                return None
-            out: np.ndarray = d[:frames]
-            return out
+            return frame_meta_of(f, frames)
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError):
+        return None
+
+
+def frame_meta_of(f: h5py.File, frames: int) -> np.ndarray | None:
+    """:func:`read_frame_meta` of an open block file (None where it has no valid records)."""
+    try:
+        link = f.get(FRAME_META_KEY, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            return None
+        d = f[FRAME_META_KEY]
+        if not isinstance(d, h5py.Dataset) or d.ndim != 1 or d.dtype.names is None or d.shape[0] < frames:
+            return None
+        if any(d.dtype[n].kind not in "iuf" or d.dtype[n].shape for n in d.dtype.names):
+            return None
+        out: np.ndarray = d[:frames]
+        return out
     except (OSError, KeyError, TypeError, ValueError, RuntimeError):
         return None
