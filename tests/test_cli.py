@@ -92,7 +92,7 @@ def test_info_json_and_text(tmp_path, capsys) -> None:
     assert set(d) == {"path", "shape", "shape_in_metadata", "dtype", "shape_block", "chunks", "padding", "n_blocks",
                       "n_blocks_present", "missing_blocks", "codec", "nbytes", "bytes_on_disk", "compression_ratio",
                       "axis_order", "resolution", "units", "frame_interval", "frame_rate", "attrs", "complete",
-                      "checksums", "chunk_index", "warnings"}
+                      "checksums", "chunk_index", "frames", "warnings"}
     on_disk = sum((root / f"{i:04d}.h5").stat().st_size for i in range(5))
     assert (d["shape"], d["dtype"], d["shape_block"], d["n_blocks"]) == ([23, 3, 16, 16], "uint16", [5, 3, 16, 16], 5)
     assert d["bytes_on_disk"] == on_disk and d["nbytes"] == X.nbytes

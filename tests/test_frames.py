@@ -198,3 +198,18 @@ def test_records_read_by_url(tmp_path: Path):
     ds = split_dataset.open("memory://frames/acq")
     np.testing.assert_array_equal(ds.frame_times, 10.0 + np.arange(7))
     np.testing.assert_array_equal(ds.frame_ids, np.arange(7))
+
+
+def test_info_shows_measured_rate_jitter_and_dropped(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from split_dataset.cli import main
+
+    path = tmp_path / "acq"
+    times = 0.1 * np.arange(9) + np.array([0, 0, 0, 0.01, 0, 0, 0, 0, 0])
+    with pytest.warns(DroppedFramesWarning), writer(path) as w:
+        w.append(frames(0, 9), timestamps=times, frame_ids=[0, 1, 2, 3, 5, 6, 7, 8, 9])
+    assert main(["info", str(path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["frames"]
+    assert d["timed"] == 9 and d["n_dropped"] == 1 and d["dropped"] == [4]
+    assert abs(d["measured_rate"] - 10) < 1e-6 and 0 < d["jitter_ms"] < 10 and abs(d["longest_interval"] - 0.11) < 1e-9
+    assert main(["info", str(path)]) == 0
+    assert "frames      measured 10 Hz from 9 time stamps" in capsys.readouterr().out

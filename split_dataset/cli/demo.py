@@ -96,9 +96,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             units=("s", "um", "um", "um"), frame_interval=interval, overwrite=True,
                             attrs={"created_by": DEMO_MARK, "sample": "synthetic larval zebrafish brain",
                                    "microscope": "simulated light-sheet"}) as writer:
-        for volume in tqdm(_lightsheet(n_t, frame, seed=args.seed), total=n_t, desc="acquiring", unit="volume",
-                           file=sys.stderr, disable=True if args.quiet else None, leave=False):
-            writer.append(volume)
+        volumes = tqdm(_lightsheet(n_t, frame, seed=args.seed), total=n_t, desc="acquiring", unit="volume",
+                       file=sys.stderr, disable=True if args.quiet else None, leave=False)
+        for t, volume in enumerate(volumes):  # the simulated camera's clock and frame counter: same bytes each run
+            writer.append(volume, timestamps=t * interval, frame_ids=t)
     with SplitDataset(out) as ds:
         mean, how = _mean_projection(ds)
     z, y, x = np.unravel_index(int(np.argmax(mean)), mean.shape)

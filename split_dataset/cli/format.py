@@ -157,6 +157,19 @@ def format_info(d: dict[str, Any]) -> str:
         rows.append(("resolution", ", ".join(parts)))
     if d.get("frame_interval"):
         rows.append(("frame rate", f"{d['frame_rate']:g} Hz (a frame every {d['frame_interval']:g} s)"))
+    frames = d.get("frames")
+    if frames:
+        parts = []
+        if frames.get("measured_rate"):
+            parts.append(f"measured {frames['measured_rate']:.4g} Hz from {frames['timed']} time stamps, jitter "
+                         f"{frames['jitter_ms']:.3g} ms, longest interval {frames['longest_interval']:.4g} s")
+        if frames["n_dropped"]:
+            ids = ", ".join(map(str, frames["dropped"])) + (" ..." if frames["n_dropped"] > len(frames["dropped"])
+                                                             else "")
+            parts.append(f"{frames['n_dropped']} dropped (camera frame ids {ids})")
+        else:
+            parts.append("none dropped" if frames["timed"] else "no time stamps")
+        rows.append(("frames", "; ".join(parts)))
     attrs = _dumps(d["attrs"], ensure_ascii=False)
     rows.append(("attrs", attrs if len(attrs) <= 2000 else attrs[:1997] + "..."))
     complete = {True: "yes", False: "no (the acquisition is still running, or it stopped early)",
