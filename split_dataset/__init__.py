@@ -21,9 +21,11 @@ from importlib.metadata import version as _version
 from typing import Any
 
 from . import errors, writer
+from .cameras import CameraStack, open_cameras
 from .chunk_index import build_chunk_index
 from .dataset import SplitDataset, open
 from .legacy import Blocks, EmptySplitDataset, save_to_split_dataset
+from .live import follow
 from .refs import virtual_refs
 from .remote.store import is_url
 from .storage import Codec
@@ -122,6 +124,9 @@ __all__ = [
     "save",
     "SplitDatasetWriter",
     "to_dask",
+    "follow",
+    "open_cameras",
+    "CameraStack",
     "build_chunk_index",
     "virtual_refs",
     "Codec",

@@ -7,12 +7,16 @@ The work is done by :mod:`split_dataset.verify` (``info``, ``verify``) and
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
+import time
 from typing import Any
 
 from .exits import EXIT_DAMAGED, EXIT_OK
 from .format import _Bar, _checksum_summary, _dims, _dumps, format_info
 
-__all__ = ["cmd_convert", "cmd_export_vds", "cmd_index", "cmd_info", "cmd_refs", "cmd_serve", "cmd_verify"]
+__all__ = ["cmd_convert", "cmd_export_vds", "cmd_index", "cmd_info", "cmd_refs", "cmd_serve", "cmd_verify",
+           "cmd_watch", "format_watch"]
 
 
 def _storage(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,4 +127,64 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"serving {args.folder} at {server.url} (read-only; Ctrl-C stops)", flush=True)
         assert server._thread is not None
         server._thread.join()
+    return EXIT_OK
+
+
+def _figure(value: float | None, fmt: str, unit: str = "", bare: bool = False) -> str:
+    """`value` formatted with its unit; ``-`` (with the unit, unless `bare`) when unknown."""
+    if value is None:
+        return "-" if bare else f"-{unit}"
+    return f"{value:{fmt}}{unit}"
+
+
+def format_watch(path: str, s: Any) -> str:
+    """One line of ``split-dataset watch`` for a :class:`~split_dataset.live.WatchSample`.
+
+    Examples
+    --------
+    >>> from split_dataset.live import WatchSample
+    >>> print(format_watch("acq/cam0", WatchSample("writing", "process 7 on host", 1200, 20.0, 41.94, 0, 2, 12,
+    ...                                            0.412, 0.811, 0, 0.3)))
+    acq/cam0: writing | 1200 frames | 20.0 frames/s | 41.9 MB/s | queue 0/2 | 12 behind
+    | latency p50 0.41 s p99 0.81 s | 0 dropped
+    >>> print(format_watch("acq/cam0", WatchSample("complete", None, 1200, 20.0, *[None] * 6, 3, None)))
+    acq/cam0: complete | 1200 frames | 20.0 frames/s | 3 dropped
+    """
+    fields = [f"{path}: {s.state}", f"{s.n_frames} frames", _figure(s.frames_per_s, ".1f", " frames/s")]
+    if s.state == "writing":
+        queue = "-" if s.queue_depth is None else f"{s.queue_depth}/{_figure(s.queue_capacity, 'd')}"
+        p50, p99 = (_figure(v, ".2f", " s", bare=True) for v in (s.latency_p50, s.latency_p99))
+        fields += [_figure(s.mb_per_s, ".1f", " MB/s"), f"queue {queue}", f"{_figure(s.frames_behind, 'd')} behind",
+                   f"latency p50 {p50} p99 {p99}"]
+    fields.append(f"{s.n_dropped} dropped")
+    return " | ".join(fields)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from ..live import Watch
+
+    watch = Watch(args.path)
+    tty = sys.stdout.isatty()
+    width = 0
+    try:
+        while True:
+            sample = watch.sample()
+            line = format_watch(args.path, sample)
+            if tty:  # rewrite the line in place (cut to the terminal's width: a wrapped line cannot be)
+                line = line[: max(shutil.get_terminal_size().columns - 1, 20)]
+                sys.stdout.write("\r" + line.ljust(width))
+                sys.stdout.flush()
+                width = len(line)
+            else:
+                print(line, flush=True)
+            if args.once or sample.state != "writing":
+                break
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass  # the way to stop watching
+    finally:
+        if tty and width:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        watch.close()
     return EXIT_OK

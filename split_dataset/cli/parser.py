@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .commands import cmd_convert, cmd_export_vds, cmd_index, cmd_info, cmd_refs, cmd_serve, cmd_verify
+from .commands import cmd_convert, cmd_export_vds, cmd_index, cmd_info, cmd_refs, cmd_serve, cmd_verify, cmd_watch
 from .demo import cmd_demo
 from .exits import EXIT_CODES_HELP, PROG
 from .format import _wrap
@@ -57,6 +57,16 @@ def _number(text: str) -> float | int:
 
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``split-dataset`` (one sub-parser per command)."""
     from .. import __version__
@@ -93,6 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="the dataset folder or its URL")
     p.add_argument("--json", action="store_true", help="print one JSON object (stable keys) instead of text")
     p.add_argument("--storage-options", metavar="JSON", type=_json_object, help=_STORAGE_OPTIONS_HELP)
+
+    p = add("watch", cmd_watch, "show how a dataset being written keeps up: frames, rate, queue, latency",
+            "Print one line per interval about a dataset being written by SplitDatasetWriter (in any process): "
+            "frames on disk, frames per second (from the frames' time stamps when the dataset has them, else "
+            "from its growth), the writer's MB/s, queue (full blocks waiting / capacity), frames not yet safe on "
+            "disk, append-to-disk latency p50/p99 and dropped frames. The writer's figures come from "
+            ".split_dataset.writer.status.json, which it rewrites after each block; '-' before its first block. "
+            "On a terminal the line is rewritten in place. Stops, exit code 0, when the dataset is complete or "
+            "no live writer holds it (stopped or crashed: 'no writer'); Ctrl-C stops it too.",
+            f"examples:\n  {PROG} watch acq/cam0\n  {PROG} watch acq/cam0 --interval 5 > watch.log\n"
+            f"  {PROG} watch acq/cam0 --once")
+    p.add_argument("path", metavar="PATH", help="the dataset folder")
+    p.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="seconds between two lines (default 1)")
+    p.add_argument("--once", action="store_true", help="print one line and exit")
 
     p = add("verify", cmd_verify, "decode every block and check it against the metadata and its checksum",
             "Open and decode every block file, check its shape and dtype against the metadata and, where the "

@@ -6,6 +6,9 @@ does), then, unless the dataset stores a display range (``attrs["display_range"]
 central window (at most 1024 x 1024 pixels) of at most 8 planes spread over the leading
 axes, for contrast limits. The layer data is a dask array with one chunk per plane (never
 straddling a block file), so showing a plane decodes only that plane's in-file chunks.
+
+A dataset still being written (``complete: false``) opens with what is on disk;
+:func:`refresh` then gives its layers the frames written since (call it from a timer).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..dataset import SplitDataset
 from ..storage import METADATA_FILENAME, scan_block_files
 
 __all__ = ["DISPLAY_RANGE_KEY", "get_reader", "is_split_dataset", "read", "layer_data", "contrast_limits",
-           "pyramid"]
+           "pyramid", "refresh"]
 
 #: Key in a dataset's ``attrs`` holding ``[low, high]`` (or one such pair per channel): the
 #: contrast limits to show it with. When absent, the reader samples a few planes.
@@ -211,15 +214,12 @@ def layer_data(ds: SplitDataset) -> list[LayerData]:
     n_channels = ds.shape[channel_axis] if channel_axis is not None else 1
     stored = _stored_range(ds, n_channels)
     name = ds.root.name if ds.prefix == "" else f"{ds.root.name}/{ds.prefix}"
-    common = {"metadata": {"split_dataset": str(ds.root), "missing_blocks": ds.missing_blocks,
-                           "attrs": dict(ds.meta.attrs)}}
     big = ds.ndim >= 2 and max(ds.shape[-2:]) >= MULTISCALE_FROM
     out: list[LayerData] = []
     for channel in range(n_channels):
-        data = x
+        data = _channel(x, channel_axis, channel)
         keep = list(range(ds.ndim))
         if channel_axis is not None:
-            data = x[(slice(None),) * channel_axis + (channel,)]
             keep.remove(channel_axis)
         limits = stored[channel] if stored is not None else contrast_limits(
             _sample(ds, channel_axis, channel), ds.dtype)
@@ -229,7 +229,9 @@ def layer_data(ds: SplitDataset) -> list[LayerData]:
             "units": [units[a] for a in keep],
             "axis_labels": [labels[a] for a in keep],
             "contrast_limits": list(limits),
-            **common,
+            "metadata": {"split_dataset": str(ds.root), "missing_blocks": ds.missing_blocks,
+                         "attrs": dict(ds.meta.attrs), "prefix": ds.prefix, "complete": ds.complete,
+                         "channel": None if channel_axis is None else [channel_axis, channel]},
         }
         if channel_axis is not None:
             maps = _CHANNEL_COLORMAPS.get(n_channels, _COLORMAPS)
@@ -240,3 +242,48 @@ def layer_data(ds: SplitDataset) -> list[LayerData]:
         else:
             out.append((data, kwargs, "image"))
     return out
+
+
+def _channel(x: Any, channel_axis: int | None, channel: int) -> Any:
+    """One channel of the dask array `x` (all of it without a channel axis)."""
+    return x if channel_axis is None else x[(slice(None),) * channel_axis + (channel,)]
+
+
+def refresh(layer: Any) -> bool:
+    """Give an image layer opened by this reader the frames written since it was opened (or last
+    refreshed): for a dataset still being written. Returns whether the layer's data changed.
+
+    The dataset is reopened (its metadata, a folder listing, one block header) and the layer gets a
+    new lazy array of the new shape, of the same channel, as a pyramid if it was one; its contrast
+    limits stay. A layer whose ``metadata["complete"]`` is True is left alone (nothing more comes);
+    any layer without ``metadata["split_dataset"]`` raises ``ValueError``.
+
+    napari needs a timer to call it; with napari's Qt viewer:
+
+    >>> from qtpy.QtCore import QTimer  # doctest: +SKIP
+    >>> timer = QTimer()  # doctest: +SKIP
+    >>> timer.timeout.connect(lambda: [refresh(layer) for layer in viewer.layers  # doctest: +SKIP
+    ...                                if "split_dataset" in layer.metadata])
+    >>> timer.start(1000)  # doctest: +SKIP
+
+    or from a script, ``split_dataset.follow`` to wait for new frames and ``refresh`` to show them.
+    """
+    meta = layer.metadata
+    path = meta.get("split_dataset") if hasattr(meta, "get") else None
+    if path is None:
+        raise ValueError(f"layer {getattr(layer, 'name', layer)!r} was not opened from a split dataset")
+    if meta.get("complete") is True:
+        return False
+    ds = SplitDataset(path, meta.get("prefix") or None, fill_value=0)
+    channel = meta.get("channel")
+    multiscale = bool(getattr(layer, "multiscale", False))
+    old = layer.data
+    old_shape = tuple(old[0].shape if multiscale else old.shape)
+    x = _channel(ds.to_dask(chunks=_plane_chunks(ds)), *(channel or (None, 0)))
+    meta["complete"] = ds.complete
+    meta["missing_blocks"] = ds.missing_blocks
+    if tuple(x.shape) == old_shape:
+        return False
+    # as many levels as before: down to the size of the old coarsest level
+    layer.data = pyramid(x, max(old[len(old) - 1].shape[-2:])) if multiscale else x
+    return True
