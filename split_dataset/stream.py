@@ -159,6 +159,17 @@ class SplitDatasetWriter:
         Memory is about ``(queue_depth + 2) * frames_per_file`` frames.
     fsync
         Flush each file to the disk before it is renamed into place.
+    frame_fields
+        Names of extra per-frame fields (see :meth:`append`'s `meta`), declared up front.
+    flush_interval
+        Seconds: while a block fills, the first :meth:`append` after this long writes the
+        block's frames so far in the background (never more than one such write pending;
+        :meth:`append` does not wait), so live readers (:func:`split_dataset.follow`) see
+        frames within about this long, and SIGKILL loses at most about this much (while
+        frames keep coming: a pause in appends delays the next write until the next append).
+        Each flush rewrites the partial block: flushing every ``f`` frames of ``n``-frame blocks writes about
+        ``(n / f - 1) / 2`` times the data once more. None (default): only full blocks,
+        :meth:`flush` and ``close``.
     checksums
         Record each block's SHA-256 in ``SHA256SUMS`` as it is written (in the background
         thread), for ``split-dataset verify`` and ``sha256sum -c``. With ``mode="a"`` on a
@@ -213,6 +224,7 @@ class SplitDatasetWriter:
         fsync: bool = True,
         checksums: bool = True,
         frame_fields: Sequence[str] = (),
+        flush_interval: float | None = None,
     ) -> None:
         self._frame_shape = tuple(int(s) for s in frame_shape)
         if any(s < 1 for s in self._frame_shape):
@@ -225,6 +237,10 @@ class SplitDatasetWriter:
             raise ValueError(f"mode must be 'w' or 'a', got {mode!r}")
         if queue_depth < 1:
             raise ValueError(f"queue_depth must be >= 1, got {queue_depth}")
+        if flush_interval is not None and (isinstance(flush_interval, bool) or not isinstance(
+                flush_interval, (int, float)) or not 0 < flush_interval < float("inf")):
+            raise ValueError(f"flush_interval must be a positive number of seconds or None, got {flush_interval!r}")
+        declared = tuple(_field_name(f) for f in frame_fields)  # checked before the folder is touched
         options = WriteOptions.from_keywords(
             compression=compression, chunks=chunks, checksums=checksums, fsync=fsync, resolution=resolution,
             units=units, axis_order=axis_order, frame_interval=frame_interval, attrs=attrs)
@@ -242,7 +258,7 @@ class SplitDatasetWriter:
         if started.partial is not None:  # its frames are kept; the next write replaces the file
             self._buf[: self._fill] = started.partial
         # per-frame records (time, id, extra fields) of the block being filled, and arrival times
-        self._fields: tuple[str, ...] = tuple(_field_name(f) for f in frame_fields)
+        self._fields: tuple[str, ...] = declared
         partial_meta = started.partial_meta
         if partial_meta is not None:
             self._fields += tuple(n for n in (partial_meta.dtype.names or ())[2:] if n not in self._fields)
@@ -263,6 +279,8 @@ class SplitDatasetWriter:
         self._n_latencies = 0
         self._rates: collections.deque[tuple[float, int]] = collections.deque()
         self._queue_capacity = queue_depth
+        self._flush_interval = flush_interval
+        self._last_flush = time.monotonic()
         self._error: BaseException | None = None
         self._committing: threading.Thread | None = None  # the block being renamed into place
         self._commit_error: BaseException | None = None
@@ -516,6 +534,14 @@ class SplitDatasetWriter:
             pos += k
             if self._fill == self._fpf:
                 self._submit_full()
+                self._last_flush = time.monotonic()
+        if (self._flush_interval is not None and self._fill and self._buf is not None
+                and time.monotonic() - self._last_flush >= self._flush_interval and self._work.empty()):
+            # the partial block, written in the background (append does not wait): readers and
+            # SIGKILL see it within about flush_interval; never more than one such write queued
+            self._work.put((self._block, self._buf[: self._fill].copy(), self._fill, False,
+                            self._rec[: self._fill].copy(), self._arrive[: self._fill].copy()))
+            self._last_flush = time.monotonic()
 
     def _per_frame(self, value: Any, n: int, what: str, dtype: Any, default: Any) -> np.ndarray:
         """`value` (None, a number, or one per frame) as `n` values of `dtype`."""

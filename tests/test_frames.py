@@ -213,3 +213,51 @@ def test_info_shows_measured_rate_jitter_and_dropped(tmp_path: Path, capsys: pyt
     assert abs(d["measured_rate"] - 10) < 1e-6 and 0 < d["jitter_ms"] < 10 and abs(d["longest_interval"] - 0.11) < 1e-9
     assert main(["info", str(path)]) == 0
     assert "frames      measured 10 Hz from 9 time stamps" in capsys.readouterr().out
+
+
+def test_flush_interval_makes_partial_blocks_readable_without_waiting(tmp_path: Path):
+    path = tmp_path / "acq"
+    with pytest.raises(ValueError, match="flush_interval"):
+        writer(path, flush_interval=0)
+    with pytest.raises(ValueError, match="identifiers"):
+        writer(path, frame_fields=("id",))
+    assert not path.exists()  # refused before anything was written
+    w = writer(path, fpf=100, flush_interval=0.05)
+    for t in range(5):
+        w.append(frames(t, 1))
+        time.sleep(0.06)
+    w._work.join()  # the background write queued by the last append
+    ds = SplitDataset(path)
+    assert 4 <= ds.shape[0] <= 5 and w.frames_safe >= 4  # no block of 100 is full: flushed by interval
+    np.testing.assert_array_equal(ds[:4], frames(0, 4))
+    w.close()
+    assert SplitDataset(path).shape[0] == 5
+
+
+def test_flush_interval_bounds_what_sigkill_loses(tmp_path: Path):
+    path = tmp_path / "acq"
+    code = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        sys.path.insert(0, {TESTS!r})
+        from test_frames import frames, writer
+        from pathlib import Path
+        w = writer(Path({str(path)!r}), fpf=1000, flush_interval=0.05)
+        for t in range(20):
+            w.append(frames(t, 1), frame_ids=t)
+            time.sleep(0.02)
+        time.sleep(0.3)   # the last interval write has landed
+        print("appended 20", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "appended 20"
+    finally:
+        proc.kill()
+        proc.wait()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = SplitDataset(path)
+    assert ds.shape[0] >= 17  # at most about 0.05 s of frames (3 at 50 frames/s) were not yet written
+    np.testing.assert_array_equal(ds[:], frames(0, ds.shape[0]))
+    np.testing.assert_array_equal(ds.frame_ids, np.arange(ds.shape[0]))
