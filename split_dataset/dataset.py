@@ -417,19 +417,23 @@ class SplitDataset(DatasetInfo):
         grid = self._grid
         records = None
         if grid.ndim and not any(grid.padding):
-            parts, lengths = [], []
+            wanted, lengths = [], []
             for k in range(grid.grid_shape[0]):
                 coords = (k,) + (0,) * (grid.ndim - 1)
-                index = grid.linear(coords)
-                n = grid.block_shape(coords)[0]
-                parts.append(self._read_frame_meta(index, n) if index in self._present else None)
-                lengths.append(n)
-            records = join_records(parts, lengths)
+                wanted.append(grid.linear(coords))
+                lengths.append(grid.block_shape(coords)[0])
+            found = self._read_frame_metas([(i, n) for i, n in zip(wanted, lengths) if i in self._present])
+            records = join_records([found.get(i) for i in wanted], lengths)
         self.__dict__["_frame_meta_cache"] = (key, records)
         return records
 
     def _read_frame_meta(self, index: int, frames: int) -> np.ndarray | None:
+        """Block `index`'s first `frames` per-frame records, or None where it has none."""
         return read_frame_meta(self._path(index), frames)
+
+    def _read_frame_metas(self, blocks: list[tuple[int, int]]) -> dict[int, np.ndarray | None]:
+        """``{block: its first n records, or None}`` for each ``(block, n)``."""
+        return {index: self._read_frame_meta(index, n) for index, n in blocks}
 
     @property
     def frame_times(self) -> np.ndarray | None:

@@ -287,13 +287,15 @@ class RemoteSplitDataset(SplitDataset):
             fobj.close()
             raise
 
+    def _read_frame_metas(self, blocks: list[tuple[int, int]]) -> dict[int, np.ndarray | None]:
+        """The blocks' per-frame records, read through HDF5 over the store, several blocks at once.
+        A block that cannot be read raises (:class:`RemoteError`...): never taken for one without records."""
+
+        return dict(zip((i for i, _ in blocks), _io_pool().map(lambda b: self._read_frame_meta(*b), blocks)))
+
     def _read_frame_meta(self, index: int, frames: int) -> np.ndarray | None:
-        """A block's per-frame records, read through HDF5 over the store (one block-cache read or two)."""
-        try:
-            with self._h5(block_name(index, self._prefix), self._grid.coords(index)) as (f, _):
-                return frame_meta_of(f, frames)
-        except (SplitDatasetError, OSError):
-            return None
+        with self._h5(block_name(index, self._prefix), self._grid.coords(index)) as (f, _):
+            return frame_meta_of(f, frames)
 
     def _read_into(self, buf: np.ndarray, indexer: Indexer) -> None:
         """Blocks read concurrently: each block's requests are in flight with the others'."""

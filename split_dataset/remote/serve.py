@@ -107,6 +107,9 @@ class DatasetServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer is normal (a reader with what it needs); never printed."""
+
     def __init__(self, root: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000) -> None:
         self.root = Path(root).resolve(strict=True)
         if not self.root.is_dir():

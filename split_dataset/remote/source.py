@@ -9,6 +9,7 @@ single chunk, a frame header) is one range request.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 from collections.abc import Sequence
@@ -59,7 +60,7 @@ class RemoteFile:
         self.name = store.where(path)
         self._size = size
         self._lock = threading.Lock()
-        self._spans: dict[int, list[tuple[int, bytes]]] = {}  # token -> [(start, data)]
+        self._spans: dict[int, tuple[list[int], list[memoryview]]] = {}  # token -> (starts, data), sorted
         self._next = itertools.count(1)
 
     def size(self) -> int:
@@ -74,8 +75,10 @@ class RemoteFile:
         if not requests:
             return token
         data = self.store.ranges(self.path, requests)
+        fetched: list[tuple[int, bytes]] = sorted(((start, blob) for (start, _), blob in zip(requests, data)),
+                                                  key=lambda x: x[0])
         with self._lock:
-            self._spans[token] = [(start, blob) for (start, _), blob in zip(requests, data)]
+            self._spans[token] = ([start for start, _ in fetched], [memoryview(blob) for _, blob in fetched])
         return token
 
     def release(self, token: int) -> None:
@@ -85,13 +88,17 @@ class RemoteFile:
 
     def _cached(self, view: memoryview, offset: int) -> int | None:
         n = len(view)
-        with self._lock:
-            for spans in self._spans.values():
-                for start, blob in spans:
-                    if start <= offset and offset + n <= start + len(blob):
-                        view[:] = blob[offset - start:offset - start + n]
-                        return n
-        return None
+        found = None
+        with self._lock:  # a binary search per batch in use (usually one); the copy is made outside
+            for starts, blobs in self._spans.values():
+                k = bisect.bisect_right(starts, offset) - 1
+                if k >= 0 and offset + n <= starts[k] + len(blobs[k]):
+                    found = blobs[k][offset - starts[k]:offset - starts[k] + n]
+                    break
+        if found is None:
+            return None
+        view[:] = found  # the fetched bytes never change: safe to copy without the lock
+        return n
 
     def pread(self, view: memoryview, offset: int) -> int:
         n = self._cached(view, offset)

@@ -307,6 +307,8 @@ class Store:
 
     def size(self, name: str) -> int:
         """Bytes in file `name`; ``FileNotFoundError`` if it is not there."""
+        if self.http:  # fsspec's HTTP info() turns every failure (a 503...) into FileNotFoundError
+            return self._retry("looking up", name, lambda: self._http_size(name))
         info = self._retry("looking up", name, lambda: self.fs.info(self.path(name)))
         size = info.get("size")
         if not isinstance(size, int) or size < 0:
@@ -319,6 +321,7 @@ class Store:
             return None
 
         def ls() -> list[str]:
+            self.fs.invalidate_cache(self.path(""))  # s3fs and others cache listings: never a stale one
             return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path(""), detail=False)]
 
         try:
@@ -348,6 +351,27 @@ class Store:
 
         return self._retry("reading byte ranges of", name, fetch)
 
+    def _http_size(self, name: str) -> int:
+        from fsspec.asyn import sync
+
+        fs = self.fs
+        url = fs.encode_url(self.path(name))
+
+        async def head() -> int:
+            session = await fs.set_session()
+            kw = dict(fs.kwargs)
+            async with session.head(url, allow_redirects=True, **kw) as r:
+                if r.status == 404:
+                    raise FileNotFoundError(url)
+                r.raise_for_status()
+                length = r.headers.get("Content-Length")
+                if length is None or not length.isdigit() or r.headers.get("Content-Encoding"):
+                    raise RemoteError(self.where(name), "the server gives no plain Content-Length for it")
+                return int(length)
+
+        size: int = sync(fs.loop, head)
+        return size
+
     def _http_ranges(self, name: str, spans: Sequence[tuple[int, int]]) -> list[bytes]:
         from fsspec.asyn import sync
 
@@ -355,10 +379,13 @@ class Store:
         url = fs.encode_url(self.path(name))
 
         async def one(start: int, end: int) -> bytes:
+            import asyncio
+
             session = await fs.set_session()
-            headers = dict(fs.kwargs.get("headers") or {})
+            kw = dict(fs.kwargs)  # every option fsspec's own requests use: auth, ssl, proxy, cookies...
+            headers = dict(kw.pop("headers", None) or {})
             headers["Range"] = f"bytes={start}-{end - 1}"
-            async with session.get(url, headers=headers) as r:
+            async with session.get(url, headers=headers, **kw) as r:
                 if r.status == 404:
                     raise FileNotFoundError(url)
                 if r.status == 416:
@@ -375,10 +402,14 @@ class Store:
                 if expected is None:
                     raise RemoteError(self.where(name), "a range answer without a valid Content-Range header "
                                       f"('{r.headers.get('Content-Range', '')}' for bytes {start}-{end - 1})")
-                data: bytes = await r.content.read(expected + 1)
-                if len(data) != expected:  # the connection closed early: worth another try
+                try:
+                    data: bytes = await r.content.readexactly(expected)  # read() returns what is buffered
+                except asyncio.IncompleteReadError as e:  # the connection closed early: worth another try
                     raise ConnectionError(f"the answer for bytes {start}-{end - 1} of {self.where(name)} ended after "
-                                          f"{len(data)} of {expected} bytes")
+                                          f"{len(e.partial)} of {expected} bytes") from None
+                if await r.content.read(1):
+                    raise RemoteError(self.where(name), f"the server sent more than the {expected} bytes of its "
+                                      f"Content-Range for bytes {start}-{end - 1}")
                 return data
 
         async def all_of() -> list[bytes]:
@@ -392,6 +423,8 @@ class Store:
     def open(self, name: str, size: int | None = None) -> Any:
         """A read-only file object over `name` with a read-ahead cache (for HDF5's own reads)."""
         kwargs: dict[str, Any] = {"block_size": 1 << 20, "cache_type": "blockcache"}
+        if size is None and self.http:
+            size = self.size(name)  # our HEAD: a 503 is retried and named, not taken for a missing file
         if size is not None:
             kwargs["size"] = size
         return self._retry("opening", name, lambda: self.fs.open(self.path(name), "rb", **kwargs))
