@@ -187,7 +187,8 @@ def frame_stats(ds: SplitDataset) -> dict[str, Any] | None:
     if meta is None and not len(dropped):
         return None
     out: dict[str, Any] = {"timed": 0, "measured_rate": None, "jitter_ms": None, "longest_interval": None,
-                           "n_dropped": len(dropped), "dropped": [int(i) for i in dropped[:20]]}
+                           "n_dropped": int(ds.meta.n_dropped_frames or len(dropped)),
+                           "dropped": [int(i) for i in dropped[:20]]}
     if meta is not None:
         times = np.asarray(meta["time"], float)
         times = times[np.isfinite(times)]

@@ -57,6 +57,7 @@ _OWN_KEYS = (
     "frame_interval",
     "display_range",
     "dropped_frames",
+    "n_dropped_frames",
 )
 
 
@@ -77,7 +78,7 @@ def _parse_range(value: Any) -> tuple[float, float] | None:
 
 
 #: Most gap records kept in ``dropped_frames`` (a camera dropping every other frame for hours must
-#: not make the metadata file huge; the count stays exact in the last record's total).
+#: not make the metadata file huge; ``n_dropped_frames`` keeps the exact total).
 MAX_GAPS = 10_000
 
 
@@ -169,7 +170,10 @@ class Metadata:
         percentiles of frames sampled by the writer, or None. A malformed value is ignored.
     dropped_frames
         Gaps the acquisition writer saw in the camera's frame ids: ``((first missing id,
-        count), ...)``, empty when none (or unknown). A malformed value is ignored.
+        count), ...)``, empty when none (or unknown); at most the first 10 000 gaps. A
+        malformed value is ignored.
+    n_dropped_frames
+        All the frames those gaps miss, beyond the 10 000 recorded gaps too; None when unknown.
     axis_order
         One letter per axis, e.g. ``"tzyx"``.
     data_key
@@ -208,6 +212,7 @@ class Metadata:
     frame_interval: float | None = None
     display_range: tuple[float, float] | None = None
     dropped_frames: tuple[tuple[int, int], ...] = ()
+    n_dropped_frames: int | None = None
     crop_start: tuple[int, ...] = ()
     crop_end: tuple[int, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -243,6 +248,10 @@ class Metadata:
             set_(self, "frame_interval", _parse_interval(interval))
         set_(self, "display_range", _parse_range(self.display_range))
         set_(self, "dropped_frames", _parse_gaps(self.dropped_frames))
+        total = self.n_dropped_frames
+        if isinstance(total, bool) or not isinstance(total, int) or not 0 <= total < 2**63:
+            total = None  # a hint, never a reason to refuse a dataset
+        set_(self, "n_dropped_frames", total)
         order = self.axis_order
         if order is None:
             order = ""
@@ -337,6 +346,7 @@ class Metadata:
             frame_interval=get("frame_interval"),
             display_range=get("display_range"),
             dropped_frames=get("dropped_frames", ()),
+            n_dropped_frames=get("n_dropped_frames"),
             crop_start=d.get("crop_start") or (),
             crop_end=d.get("crop_end") or (),
             extra={k: v for k, v in raw.items() if k not in _CLASSIC_KEYS + _OWN_KEYS},
@@ -381,6 +391,8 @@ class Metadata:
             d["display_range"] = list(self.display_range)
         if self.dropped_frames:
             d["dropped_frames"] = [list(g) for g in self.dropped_frames]
+        if self.n_dropped_frames:
+            d["n_dropped_frames"] = self.n_dropped_frames
         d["attrs"] = dict(self.attrs)
         return d
 

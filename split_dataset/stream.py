@@ -272,8 +272,16 @@ class SplitDatasetWriter:
                     self._rec[name][: self._fill] = partial_meta[name][: self._fill]
             ids = partial_meta["id"][: self._fill] if "id" in have else np.zeros(0)
             self._last_id = int(ids[-1]) if len(ids) and ids[-1] >= 0 else None
+        # dropped frames: gaps whose revealing frame is on disk (published in the metadata), and
+        # those still in flight as (first id, count, index of the frame after the gap)
+        self._gap_lock = threading.Lock()
         self._gaps: list[tuple[int, int]] = list(started.meta.dropped_frames)
-        self._n_dropped = sum(n for _, n in self._gaps)
+        known_total = started.meta.n_dropped_frames
+        self._dropped_safe = known_total if known_total is not None else sum(n for _, n in self._gaps)
+        self._pending_gaps: collections.deque[tuple[int, int, int]] = collections.deque()
+        self._n_dropped = self._dropped_safe
+        if started.last_id is not None:
+            self._last_id = started.last_id
         self._stats_lock = threading.Lock()
         self._latencies: collections.deque[np.ndarray] = collections.deque()
         self._n_latencies = 0
@@ -303,8 +311,16 @@ class SplitDatasetWriter:
             lock.release()
 
     def _meta_for(self, n_frames: int, complete: bool) -> Metadata:
+        """The metadata for `n_frames` on disk: the dropped frames revealed by frames among them only."""
+        with self._gap_lock:
+            while self._pending_gaps and self._pending_gaps[0][2] < n_frames:
+                first, count, _ = self._pending_gaps.popleft()
+                self._dropped_safe += count
+                if len(self._gaps) < MAX_GAPS:
+                    self._gaps.append((first, count))
+            gaps, total = tuple(self._gaps), self._dropped_safe
         return self._meta.replace(shape=(n_frames,) + self._frame_shape, complete=complete,
-                                  dropped_frames=tuple(self._gaps))
+                                  dropped_frames=gaps, n_dropped_frames=total or None)
 
     def _new_records(self) -> np.ndarray:
         rec = np.zeros(self._fpf, frame_record_dtype(self._fields))
@@ -514,8 +530,7 @@ class SplitDatasetWriter:
         new_fields = tuple(n for n in extra if n not in self._fields)
         if new_fields:
             self._add_fields(new_fields)
-        if frame_ids is not None:
-            self._check_ids(ids)
+        dropped, backwards = self._check_ids(ids) if frame_ids is not None else (0, False)
         pos = 0
         while pos < total:
             buf = self._buf if self._buf is not None else self._next_buffer()  # None: a wait was interrupted
@@ -535,6 +550,13 @@ class SplitDatasetWriter:
             if self._fill == self._fpf:
                 self._submit_full()
                 self._last_flush = time.monotonic()
+        if dropped:  # one warning per append (constant text: the warnings registry stays small)
+            warnings.warn("camera frame ids skipped some: frames were dropped before they reached the writer "
+                          "(writer.n_dropped counts them, ds.dropped_frames lists their ids)",
+                          DroppedFramesWarning, stacklevel=2)
+        if backwards:
+            warnings.warn("camera frame ids did not increase (a counter reset, or frames out of order)",
+                          DroppedFramesWarning, stacklevel=2)
         if (self._flush_interval is not None and self._fill and self._buf is not None
                 and time.monotonic() - self._last_flush >= self._flush_interval and self._work.empty()):
             # the partial block, written in the background (append does not wait): readers and
@@ -567,25 +589,25 @@ class SplitDatasetWriter:
             rec[name] = self._rec[name]
         self._rec = rec
 
-    def _check_ids(self, ids: np.ndarray) -> None:
-        """Gaps in the camera's frame ids: dropped frames (warned, counted, recorded)."""
-        known = ids[ids >= 0]
-        if not len(known):
-            return
+    def _check_ids(self, ids: np.ndarray) -> tuple[int, bool]:
+        """Gaps in the camera's frame ids (dropped frames): counted and queued for the metadata, to
+        be published once the frame after each gap is on disk. Returns (frames dropped, whether the
+        ids went backwards)."""
+        where = np.flatnonzero(ids >= 0)
+        if not len(where):
+            return 0, False
+        known = ids[where]
         prev = np.concatenate([[self._last_id if self._last_id is not None else known[0] - 1], known[:-1]])
-        jumps = np.flatnonzero(known - prev > 1)
-        for j in jumps:
-            first, count = int(prev[j]) + 1, int(known[j] - prev[j]) - 1
-            self._n_dropped += count
-            if len(self._gaps) < MAX_GAPS:
-                self._gaps.append((first, count))
-            warnings.warn(f"{str(self._root)!r}: camera frame ids jump from {first - 1} to {first + count} at frame "
-                          f"{self._n_frames}: {count} frame(s) dropped ({self._n_dropped} so far)",
-                          DroppedFramesWarning, stacklevel=3)
-        if (known[1:] <= known[:-1]).any() or (self._last_id is not None and known[0] <= self._last_id):
-            warnings.warn(f"{str(self._root)!r}: camera frame ids do not increase at frame {self._n_frames}",
-                          DroppedFramesWarning, stacklevel=3)
+        steps = known - prev
+        dropped = 0
+        with self._gap_lock:
+            for j in np.flatnonzero(steps > 1):
+                count = int(steps[j]) - 1
+                self._pending_gaps.append((int(prev[j]) + 1, count, self._n_frames + int(where[j])))
+                dropped += count
+            self._n_dropped += dropped
         self._last_id = int(known[-1])
+        return dropped, bool((steps < 1).any())
 
     def _submit_full(self) -> None:
         # ordered so that an exception raised between two statements (Ctrl-C, SIGTERM) loses

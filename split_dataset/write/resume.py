@@ -37,6 +37,8 @@ class Resumed:
     sums: dict[str, str] | None
     #: The per-frame records of the partial last block (``frame_meta``), or None.
     partial_meta: np.ndarray[Any, Any] | None = None
+    #: The last camera frame id on disk (for dropped-frame detection across the restart), or None.
+    last_id: int | None = None
 
 
 def open_for_append(root: Path, frame_shape: tuple[int, ...], dtype: np.dtype[Any],
@@ -91,6 +93,10 @@ def resume(ds: SplitDataset, options: WriteOptions, frames_per_file: int, *, che
     full, fill = divmod(n, frames_per_file)
     partial = np.asarray(ds[full * frames_per_file : n]) if fill else None
     partial_meta = read_frame_meta(ds.files.ravel()[full], fill) if fill else None
-    meta = meta.replace(dropped_frames=old.dropped_frames)
+    last = partial_meta if fill else (read_frame_meta(ds.files.ravel()[full - 1], frames_per_file) if full else None)
+    ids: np.ndarray[Any, Any] = (last["id"][last["id"] >= 0] if last is not None and "id" in (last.dtype.names or ())
+                                 else np.zeros(0, np.int64))
+    meta = meta.replace(dropped_frames=old.dropped_frames, n_dropped_frames=old.n_dropped_frames)
     sums = reconcile_checksums(ds, frames_per_file, fsync=options.fsync) if checksums else None
-    return Resumed(n_frames=n, partial=partial, meta=meta, sums=sums, partial_meta=partial_meta)
+    return Resumed(n_frames=n, partial=partial, meta=meta, sums=sums, partial_meta=partial_meta,
+                   last_id=int(ids[-1]) if len(ids) else None)

@@ -38,6 +38,8 @@ class Started:
     sums: dict[str, str] = field(default_factory=dict)
     #: The per-frame records of a resumed partial last block, or None.
     partial_meta: np.ndarray[Any, Any] | None = None
+    #: The last camera frame id on disk of a resumed dataset, or None.
+    last_id: int | None = None
 
 
 def start(root: Path, options: WriteOptions, frame_shape: tuple[int, ...], dtype: np.dtype[Any],
@@ -75,7 +77,7 @@ def start(root: Path, options: WriteOptions, frame_shape: tuple[int, ...], dtype
             sink = BlockSink.for_options(root, state.meta, options, checksums=keep_sums)
             sink.add_sums(state.sums or {})
             started = Started(lock, sink, state.meta, state.n_frames, state.partial, state.sums or {},
-                              state.partial_meta)
+                              state.partial_meta, state.last_id)
         else:
             prepare_folder(root, overwrite, ignore=(LOCK_FILENAME,), locked=True)
             meta = options.metadata((0,) + frame_shape, dtype, (frames_per_file,) + frame_shape, complete=False)
