@@ -343,7 +343,8 @@ class SplitDatasetWriter:
         """
         with self._free.mutex:
             spare = list(self._free.queue)
-        for buf in spare:
+        first = self._buf  # the buffer the caller fills first: its pages too (contents are never changed)
+        for buf in ([first] if first is not None else []) + spare:
             start, end = buf.ctypes.data, buf.ctypes.data + buf.nbytes
             for lo in range(start, end, _PREFAULT_STEP):
                 if not self._work.empty() or not _populate(lo, min(lo + _PREFAULT_STEP, end)):

@@ -52,7 +52,7 @@ class RangeSampler:
         pick = np.unique(np.linspace(0, len(planes) - 1, min(4, len(planes))).round().astype(int))
         area = int(np.prod(planes.shape[1:]))
         step = max(1, int(np.ceil(np.sqrt(area * len(pick) / _PER_BLOCK))))
-        values = planes[pick][:, ::step, ::step].astype(np.float64).ravel()
+        values = planes[pick, ::step, ::step].astype(np.float64).ravel()  # strided first: no copy of whole planes
         values = values[np.isfinite(values)]
         with self._lock:
             self._parts.append(values)
