@@ -439,3 +439,26 @@ def test_frame_records_by_url_raise_on_failure_never_read_as_missing(http_server
         ds.frame_times
     http_server.fail_paths = {}
     np.testing.assert_array_equal(ds.frame_times, 100.0 + np.arange(12))  # nothing wrong was cached
+
+
+_GC_STRESS = textwrap.dedent("""
+    import gc, sys, numpy as np, split_dataset
+    gc.set_threshold(5, 1, 1)  # collections all the time, in every thread (fsspec's event loop included)
+    url = sys.argv[1]
+    for _ in range(3):
+        ds = split_dataset.open(url, chunk_index=False)  # every block's HDF5 read through fsspec
+        ds[...]
+        ds.frame_times
+        del ds
+    print("ok", gc.isenabled())
+""")
+
+
+def test_hdf5_over_fsspec_survives_constant_garbage_collection(http_server, tmp_path: Path):
+    """h5py issue 2019: a collection on fsspec's loop thread freeing an h5py object while HDF5 waits
+    on that loop deadlocked the reader (seen in benchmarks/remote.py); GC is paused meanwhile."""
+    with split_dataset.SplitDatasetWriter(tmp_path / "acq", X.shape[1:], X.dtype, 2, fsync=False) as w:
+        w.append(X, frame_ids=np.arange(12))
+    proc = subprocess.run([sys.executable, "-c", _GC_STRESS, http_server.url_for("acq")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["ok", "True"], proc.stderr[-2000:]

@@ -13,10 +13,13 @@ frame validated, as for local files.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import os
 import threading
 import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 from typing import Any
@@ -58,6 +61,41 @@ __all__ = ["RemoteSplitDataset", "IO_THREADS"]
 IO_THREADS = 16
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
+
+
+_GC_LOCK = threading.Lock()
+_GC_STATE = {"depth": 0, "was_enabled": False}
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Automatic garbage collection paused while HDF5 reads through an fsspec file object.
+
+    HDF5 holds h5py's global lock while it reads, and the read waits on fsspec's event-loop
+    thread; a collection started there that frees an h5py object waits for that lock:
+    both threads stop for good (h5py issue 2019; seen in benchmarks/remote.py). Only the
+    short HDF5 steps (open, chunk index walk, small arrays) run under this.
+    """
+    with _GC_LOCK:
+        if _GC_STATE["depth"] == 0:
+            _GC_STATE["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _GC_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_STATE["depth"] -= 1
+            if _GC_STATE["depth"] == 0 and _GC_STATE["was_enabled"]:
+                gc.enable()
+
+
+def _paused(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def call() -> Any:
+        with _gc_paused():
+            return fn()
+
+    return call
 
 
 def _io_pool() -> ThreadPoolExecutor:
@@ -215,7 +253,13 @@ class RemoteSplitDataset(SplitDataset):
             self.file: Any = None
 
         def __enter__(self) -> tuple[h5py.File, Any]:
-            self.file, self.fobj = self.ds._open_h5(self.name, self.coords)
+            self.paused = _gc_paused()
+            self.paused.__enter__()
+            try:
+                self.file, self.fobj = self.ds._open_h5(self.name, self.coords)
+            except BaseException:
+                self.paused.__exit__(None, None, None)
+                raise
             return self.file, self.fobj
 
         def __exit__(self, *exc: Any) -> None:
@@ -223,6 +267,7 @@ class RemoteSplitDataset(SplitDataset):
                 self.file.close()
             finally:
                 self.fobj.close()
+                self.paused.__exit__(None, None, None)
 
     def _h5(self, name: str, coords: tuple[int, ...] = ()) -> RemoteSplitDataset._Opened:
         return RemoteSplitDataset._Opened(self, name, coords)
@@ -262,6 +307,14 @@ class RemoteSplitDataset(SplitDataset):
 
     def _open_block(self, name: str, path: RemotePath, coords: tuple[int, ...], key: str | None) -> BlockHandle:
         """Block `name` opened through HDF5 over the store; a blosc block's chunks are then read by range."""
+        with _gc_paused():
+            handle = self._open_block_paused(name, path, coords, key)
+        if handle.reader is not None:  # its chunk index is walked later, through HDF5 again
+            handle.reader._loader = _paused(handle.reader._loader)
+        return handle
+
+    def _open_block_paused(self, name: str, path: RemotePath, coords: tuple[int, ...], key: str | None
+                           ) -> BlockHandle:
         f, fobj = self._open_h5(name, coords)
         try:
             try:
