@@ -40,15 +40,15 @@ from ..errors import (
     NotASplitDatasetError,
     RemoteError,
     TruncatedDatasetWarning,
-    UnsafeDatasetError,
 )
 from ..grid import BlockGrid
 from ..info import describe
 from ..metadata import Metadata
 from ..opening import choose_prefix
-from ..storage import CHECKSUM_FILENAME, METADATA_FILENAME, BlockHandle, IndexFile, block_name, find_data_key
+from ..storage import CHECKSUM_FILENAME, METADATA_FILENAME, BlockHandle, IndexFile, block_name
 from ..storage.checksums import _LINE, _MAX_SUMS_BYTES
 from ..storage.files import MAX_JSON_BYTES, parse_json
+from ..storage.handles import block_handle
 from ..storage.indexfile import CHUNK_INDEX_FILENAME, BlockRecord, chunk_hash, read_index_bytes, scan_entries
 from ..storage.layout import group_block_names
 from ..storage.legacymeta import parse_legacy_group
@@ -249,25 +249,7 @@ def open_bytes(data: bytes, url: str, coords: tuple[int, ...], key: str | None) 
     except (OSError, ValueError) as e:
         raise CorruptBlockError(path, coords, f"not an HDF5 file ({' '.join(str(e).split())})") from e
     try:
-        try:
-            name = find_data_key(f, key)
-            dset = f[name]
-        except KeyError as e:
-            raise CorruptBlockError(path, coords, e.args[0]) from None
-        except UnsafeDatasetError as e:  # a link on the way to the array: refused as such, not as damage
-            raise UnsafeDatasetError(str(e).replace(repr(f.filename), repr(url))) from None
-        except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata: h5py lets these out
-            raise CorruptBlockError(path, coords, f"its HDF5 metadata is damaged ({' '.join(str(e).split())})") from e
-        if dset.is_virtual or dset.external:
-            what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
-            raise UnsafeDatasetError(f"{url!r}: {name!r} is {what}; a block file must hold its own array (refused, "
-                                     "as its sources could lie outside the dataset)")
-        try:
-            handle = BlockHandle(f, dset, BytesSource(data, url))
-        except (TypeError, ValueError, KeyError) as e:
-            raise CorruptBlockError(path, coords, f"its array cannot be read: {e}") from e
-        handle.path = path  # type: ignore[assignment]
-        return handle
+        return block_handle(f, path, coords, key, BytesSource(data, url))
     except BaseException:
         f.close()
         raise

@@ -37,16 +37,15 @@ from ..errors import (
     MissingBlockError,
     NotASplitDatasetError,
     RemoteError,
-    SplitDatasetError,
-    UnsafeDatasetError,
 )
 from ..grid import BlockGrid
 from ..indexing import Indexer
 from ..metadata import Metadata
 from ..opening import choose_prefix, usable_index
-from ..storage import METADATA_FILENAME, BlockHandle, HandleCache, IndexFile, block_name, find_data_key
+from ..storage import METADATA_FILENAME, BlockHandle, HandleCache, IndexFile, block_name
 from ..storage import blosc as _blosc
 from ..storage.files import MAX_JSON_BYTES, parse_json
+from ..storage.handles import block_handle
 from ..storage.hdf5 import frame_meta_of
 from ..storage.indexbuild import indexed_handle
 from ..storage.indexfile import CHUNK_INDEX_FILENAME, read_index_bytes
@@ -317,24 +316,7 @@ class RemoteSplitDataset(SplitDataset):
                            ) -> BlockHandle:
         f, fobj = self._open_h5(name, coords)
         try:
-            try:
-                dname = find_data_key(f, key)
-                dset = f[dname]
-            except KeyError as e:
-                raise CorruptBlockError(path, coords, e.args[0]) from None
-            except SplitDatasetError:
-                raise
-            except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata
-                raise CorruptBlockError(path, coords, f"its HDF5 metadata is damaged ({e})") from e
-            if dset.is_virtual or dset.external:
-                what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
-                raise UnsafeDatasetError(f"{str(path)!r}: {dname!r} is {what}; a block file must hold its own array")
-            try:
-                handle = BlockHandle(f, dset, RemoteFile(self._store, name, int(fobj.size)))
-            except (TypeError, ValueError, KeyError) as e:
-                raise CorruptBlockError(path, coords, f"its array cannot be read: {e}") from e
-            handle.path = path  # type: ignore[assignment]
-            return handle
+            return block_handle(f, path, coords, key, RemoteFile(self._store, name, int(fobj.size)))
         except BaseException:
             f.close()
             fobj.close()

@@ -31,7 +31,7 @@ from .reader import ChunkReader, _outer
 from .source import ByteSource, LocalFile
 from .threads import run_shared
 
-__all__ = ["BlockHandle", "open_block", "HandleCache"]
+__all__ = ["BlockHandle", "block_handle", "open_block", "HandleCache"]
 
 _SHUFFLE_FILTER, _FLETCHER32 = 2, 3  # HDF5's own filter ids
 #: HDF5's built-in filters (deflate, shuffle, fletcher32, szip, nbit, scaleoffset): HDF5 checks
@@ -269,29 +269,44 @@ def open_block(
         raise CorruptBlockError(path, block, str(e)) from e
     source = LocalFile(path, fd)  # the one owner of `fd` from here on
     try:
-        try:
-            name = find_data_key(f, key)
-            dset = f[name]
-        except KeyError as e:
-            raise CorruptBlockError(path, block, e.args[0]) from None
-        except SplitDatasetError:
-            raise  # said already (a link out of the file, ...)
-        except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata: h5py lets these out
-            raise CorruptBlockError(path, block, f"its HDF5 metadata is damaged ({' '.join(str(e).split())})") from e
-        if dset.is_virtual or dset.external:
-            what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
-            raise UnsafeDatasetError(
-                f"{str(path)!r}: {name!r} is {what}; a block file must hold its own array (refused, "
-                "as its sources could lie outside the dataset folder)"
-            )
-        try:
-            return BlockHandle(f, dset, source)
-        except (TypeError, ValueError, KeyError) as e:  # h5py cannot map the array's type, ...
-            raise CorruptBlockError(path, block, f"its array cannot be read: {e}") from e
+        return block_handle(f, path, block, key, source)
     except BaseException:
         f.close()
         source.close()
         raise
+
+
+def block_handle(f: h5py.File, path: Any, block: tuple[int, ...], key: str | None, source: ByteSource
+                 ) -> BlockHandle:
+    """The :class:`BlockHandle` of block file `f` (opened by the caller, from disk, a store or bytes;
+    `path` names it in errors): its array found (`key`, else docs/format.md §4.1's search),
+    virtual and external arrays refused. The caller closes `f` and `source` if this raises.
+    """
+    where = str(path)
+    try:
+        name = find_data_key(f, key)
+        dset = f[name]
+    except KeyError as e:
+        raise CorruptBlockError(path, block, e.args[0]) from None
+    except UnsafeDatasetError as e:  # a link on the way to the array: named by `path`, not HDF5's file name
+        raise UnsafeDatasetError(str(e).replace(repr(f.filename), repr(where))) from None
+    except SplitDatasetError:
+        raise  # said already
+    except (RuntimeError, TypeError, ValueError) as e:  # damaged HDF5 metadata: h5py lets these out
+        raise CorruptBlockError(path, block, f"its HDF5 metadata is damaged ({' '.join(str(e).split())})") from e
+    if dset.is_virtual or dset.external:
+        what = "a virtual dataset" if dset.is_virtual else "stored in external raw files"
+        raise UnsafeDatasetError(
+            f"{where!r}: {name!r} is {what}; a block file must hold its own array (refused, "
+            "as its sources could lie outside the dataset folder)"
+        )
+    try:
+        handle = BlockHandle(f, dset, source)
+    except (TypeError, ValueError, KeyError) as e:  # h5py cannot map the array's type, ...
+        raise CorruptBlockError(path, block, f"its array cannot be read: {e}") from e
+    if not isinstance(path, Path):  # a URL: HDF5's own name for the file would be a Python object's
+        handle.path = path
+    return handle
 
 
 class HandleCache:
