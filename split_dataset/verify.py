@@ -187,22 +187,8 @@ def verify(
 
     # what a reader would say when opening it (a stopped acquisition, say); whatever stops
     # SplitDataset from opening it is a problem, even if the block checks below find nothing
-    reader_dtype: np.dtype | None = None
-    open_problem: Problem | None = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with SplitDataset(root, prefix) as ds:
-                reader_dtype = ds.dtype
-        except Exception as e:
-            culprit = getattr(e, "path", None)
-            open_problem = Problem(
-                Path(culprit).name if culprit is not None else meta_file, "open",
-                f"opening the dataset (split_dataset.open) raises {type(e).__name__}: {_one_line(e)}",
-            )
-    for w in caught:
-        if issubclass(w.category, TruncatedDatasetWarning):
-            report.notes.append(str(w.message).replace(f"{str(root)!r}: ", ""))
+    reader_dtype, open_problem = _try_open(lambda: SplitDataset(root, prefix), str(root), report,
+                                           lambda culprit: Path(culprit).name if culprit is not None else meta_file)
 
     grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
     report.n_blocks = grid.n_blocks
@@ -280,6 +266,26 @@ def verify(
                 f"({', '.join(extra[:3])}{'...' if len(extra) > 3 else ''}); not checked"
             )
     return report
+
+
+def _try_open(opener: Callable[[], SplitDataset], where: str, report: VerifyReport,
+              name_of: Callable[[Any], str]) -> tuple[np.dtype | None, Problem | None]:
+    """Open the dataset as a reader would: (its dtype, or the problem that stopped it; named by
+    ``name_of(the error's path or None)``). What it warns of a truncated acquisition becomes a note."""
+    reader_dtype: np.dtype | None = None
+    problem: Problem | None = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with opener() as ds:
+                reader_dtype = ds.dtype
+        except Exception as e:
+            problem = Problem(name_of(getattr(e, "path", None)), "open",
+                              f"opening the dataset (split_dataset.open) raises {type(e).__name__}: {_one_line(e)}")
+    for w in caught:
+        if issubclass(w.category, TruncatedDatasetWarning):
+            report.notes.append(str(w.message).replace(f"{where!r}: ", ""))
+    return reader_dtype, problem
 
 
 def _check_dtypes(found_dtypes: dict[int, np.dtype], meta: Metadata, reader_dtype: np.dtype | None,

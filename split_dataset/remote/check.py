@@ -39,7 +39,6 @@ from ..errors import (
     MetadataError,
     NotASplitDatasetError,
     RemoteError,
-    TruncatedDatasetWarning,
 )
 from ..grid import BlockGrid
 from ..info import describe
@@ -52,7 +51,7 @@ from ..storage.handles import block_handle
 from ..storage.indexfile import CHUNK_INDEX_FILENAME, BlockRecord, chunk_hash, read_index_bytes, scan_entries
 from ..storage.layout import group_block_names
 from ..storage.legacymeta import parse_legacy_group
-from ..verify import Progress, _check_dtypes, _check_handle, _check_sum, _index_difference, _one_line
+from ..verify import Progress, _check_dtypes, _check_handle, _check_sum, _index_difference, _one_line, _try_open
 from ..verify_report import Problem, VerifyReport
 from .dataset import RemoteSplitDataset, _io_pool
 from .store import MAX_SMALL_FILE, RemotePath, Store
@@ -432,22 +431,9 @@ def verify_remote(url: str, *, prefix: str | None = None, progress: Progress | N
         return report
 
     # what a reader would say when opening it; whatever stops it from opening is a problem
-    reader_dtype: np.dtype | None = None
-    open_problem: Problem | None = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with _Opened(store, prefix) as ds:
-                reader_dtype = ds.dtype
-        except Exception as e:
-            culprit = getattr(e, "path", None)
-            open_problem = Problem(
-                str(culprit) if isinstance(culprit, RemotePath) else meta_file, "open",
-                f"opening the dataset (split_dataset.open) raises {type(e).__name__}: {_one_line(e)}",
-            )
-    for w in caught:
-        if issubclass(w.category, TruncatedDatasetWarning):
-            report.notes.append(str(w.message).replace(f"{store.url!r}: ", ""))
+    reader_dtype, open_problem = _try_open(
+        lambda: _Opened(store, prefix), store.url, report,
+        lambda culprit: str(culprit) if isinstance(culprit, RemotePath) else meta_file)
 
     grid = BlockGrid(meta.shape, meta.shape_block, meta.padding)
     report.n_blocks = total = grid.n_blocks
