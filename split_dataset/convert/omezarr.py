@@ -572,25 +572,6 @@ def _level_scale(ms: dict[str, Any], level: dict[str, Any], ndim: int) -> list[f
     return scale
 
 
-class _Squeezed:
-    """Level 0 of a ``bdv`` export without the length-1 axes it added."""
-
-    def __init__(self, array: Any, keep: Sequence[int]) -> None:
-        self._array = array
-        self._keep = list(keep)
-        self.shape = tuple(int(array.shape[a]) for a in self._keep)
-        self.dtype = array.dtype
-        self.chunks = tuple(int(array.chunks[a]) for a in self._keep)
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, selection: Any) -> np.ndarray:
-        sel = _full_selection(selection, self.ndim)
-        full: list[Any] = [0] * self._array.ndim
-        for a, s in zip(self._keep, sel):
-            full[a] = s
-        return np.asarray(self._array[tuple(full)])
-
-
 def _with_own(path: Path, array: Any, inner: str, own: dict[str, Any], names: Sequence[str]) -> Source:
     """A source restored from the ``split_dataset`` attribute this package writes."""
     from .sources import Source
@@ -598,13 +579,10 @@ def _with_own(path: Path, array: Any, inner: str, own: dict[str, Any], names: Se
     order = own.get("axis_order") if isinstance(own.get("axis_order"), str) else None
     shape = own.get("shape")
     data: Any = array
-    if order and names and len(order) < array.ndim and all(n in names for n in order):
-        keep = [names.index(n) for n in _NGFF_ORDER if n in order]
-        data = _Squeezed(array, keep)
-    if order and data.ndim == len(order):
-        letters = "".join(a for a in _NGFF_ORDER if a in order)
-        if letters != order and sorted(letters) == sorted(order):  # the export moved axes into NGFF order
-            data = _Transposed(data, [letters.index(a) for a in order])
+    if order and names and sorted(set(order)) == sorted(order) and all(n in names for n in order) and (
+            len(order) < array.ndim or list(order) != [n for n in names if n in order]):
+        # the export added length-1 axes (bdv) or moved axes into NGFF order: the source's axes again
+        data = _LevelView(array, [names.index(a) for a in order])
     if isinstance(shape, list) and tuple(shape) != tuple(data.shape):
         raise SourceError(f"{str(path)!r}: level 0 has shape {tuple(data.shape)} but the recorded source shape "
                           f"is {tuple(shape)}")
@@ -621,12 +599,16 @@ def _with_own(path: Path, array: Any, inner: str, own: dict[str, Any], names: Se
                   chunks=tuple(int(c) for c in data.chunks))
 
 
-class _Transposed:
-    """An array read in another axis order (the source's, where the export reordered axes)."""
+class _LevelView:
+    """Level 0 of an export read back in the source's own axes: output axis i is the stored axis
+    ``axes[i]`` (the export may have moved axes into NGFF order); stored axes not in `axes` are
+    the length-1 axes a ``bdv`` export added, read at index 0."""
 
     def __init__(self, array: Any, axes: Sequence[int]) -> None:
         self._array = array
-        self._axes = list(axes)  # output axis i is stored axis axes[i]
+        self._axes = list(axes)
+        stored = sorted(self._axes)
+        self._perm = [stored.index(a) for a in self._axes]  # result axes (stored order) -> output order
         self.shape = tuple(int(array.shape[a]) for a in self._axes)
         self.dtype = array.dtype
         self.chunks = tuple(int(array.chunks[a]) for a in self._axes)
@@ -634,13 +616,16 @@ class _Transposed:
 
     def __getitem__(self, selection: Any) -> np.ndarray:
         sel = _full_selection(selection, self.ndim)
+        full: list[Any] = [0] * self._array.ndim
+        if self._perm == sorted(self._perm):  # same order: any selection the array takes
+            for a, s in zip(self._axes, sel):
+                full[a] = s
+            return np.asarray(self._array[tuple(full)])
         if not all(isinstance(s, (slice, int, np.integer)) for s in sel):
             raise TypeError("slices and integers select from a reordered OME-Zarr level")
-        stored: list[Any] = [slice(None)] * self.ndim
-        for out_axis, s in enumerate(sel):
-            stored[self._axes[out_axis]] = slice(int(s), int(s) + 1 if int(s) != -1 else None) if not isinstance(
-                s, slice) else s
-        data = np.transpose(np.asarray(self._array[tuple(stored)]), self._axes)
+        for a, s in zip(self._axes, sel):
+            full[a] = s if isinstance(s, slice) else slice(int(s), int(s) + 1 if int(s) != -1 else None)
+        data = np.transpose(np.asarray(self._array[tuple(full)]), self._perm)
         return data[tuple(0 if not isinstance(s, slice) else slice(None) for s in sel)]
 
 
