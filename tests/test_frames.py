@@ -34,6 +34,25 @@ def writer(path: Path, fpf: int = 4, **kw) -> SplitDatasetWriter:
     return SplitDatasetWriter(path, FRAME, np.uint16, fpf, fsync=False, **kw)
 
 
+def killed_after(body: str, line: str, *, warnings_off: bool = False) -> None:
+    """Run `body` in a Python process (``frames``, ``writer``, ``Path``, ``time``, ``np`` imported),
+    wait until it prints `line`, then SIGKILL it."""
+    prelude = textwrap.dedent(f"""
+        import sys, time, warnings, numpy as np
+        sys.path.insert(0, {TESTS!r})
+        from test_frames import frames, writer
+        from pathlib import Path
+    """)
+    flags = ["-W", "ignore"] if warnings_off else []
+    proc = subprocess.Popen([sys.executable, *flags, "-c", prelude + textwrap.dedent(body)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == line
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_records_round_trip(tmp_path: Path):
     path = tmp_path / "acq"
     times = 1000.0 + 0.25 * np.arange(10)
@@ -129,11 +148,7 @@ def test_resume_keeps_the_partial_blocks_records_and_the_gaps(tmp_path: Path):
 
 def test_records_survive_sigkill_exactly_like_the_frames(tmp_path: Path):
     path = tmp_path / "acq"
-    code = textwrap.dedent(f"""
-        import sys, time, numpy as np
-        sys.path.insert(0, {TESTS!r})
-        from test_frames import frames, writer
-        from pathlib import Path
+    killed_after(f"""
         w = writer(Path({str(path)!r}), fpf=4)
         for t in range(10):
             w.append(frames(t, 1), timestamps=500.0 + t, frame_ids=100 + 2 * t, meta={{"z": -t}})
@@ -141,13 +156,7 @@ def test_records_survive_sigkill_exactly_like_the_frames(tmp_path: Path):
         w.append(frames(10, 1), timestamps=510.0, frame_ids=120)  # neither flushed nor a full block
         print("flushed 10", flush=True)
         time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-W", "ignore", "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "flushed 10"
-    finally:
-        proc.kill()
-        proc.wait()
+    """, "flushed 10", warnings_off=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = SplitDataset(path)
@@ -236,11 +245,7 @@ def test_flush_interval_makes_partial_blocks_readable_without_waiting(tmp_path: 
 
 def test_flush_interval_bounds_what_sigkill_loses(tmp_path: Path):
     path = tmp_path / "acq"
-    code = textwrap.dedent(f"""
-        import sys, time, numpy as np
-        sys.path.insert(0, {TESTS!r})
-        from test_frames import frames, writer
-        from pathlib import Path
+    killed_after(f"""
         w = writer(Path({str(path)!r}), fpf=1000, flush_interval=0.05)
         for t in range(20):
             w.append(frames(t, 1), frame_ids=t)
@@ -248,13 +253,7 @@ def test_flush_interval_bounds_what_sigkill_loses(tmp_path: Path):
         time.sleep(0.3)   # the last interval write has landed
         print("appended 20", flush=True)
         time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "appended 20"
-    finally:
-        proc.kill()
-        proc.wait()
+    """, "appended 20")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = SplitDataset(path)
@@ -267,25 +266,14 @@ def test_metadata_lists_only_gaps_revealed_by_frames_on_disk(tmp_path: Path):
     """A gap is published once the frame after it is on disk: after SIGKILL the metadata never
     claims drops among frames that were lost, and resuming detects the gap across the restart."""
     path = tmp_path / "acq"
-    code = textwrap.dedent(f"""
-        import sys, time, warnings, numpy as np
-        warnings.simplefilter("ignore")
-        sys.path.insert(0, {TESTS!r})
-        from test_frames import frames, writer
-        from pathlib import Path
+    killed_after(f"""
         w = writer(Path({str(path)!r}), fpf=10)
         w.append(frames(0, 15), frame_ids=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15])
         while w.frames_safe < 10:
             time.sleep(0.01)
         print("block 0 on disk", flush=True)
         time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "block 0 on disk"
-    finally:
-        proc.kill()
-        proc.wait()
+    """, "block 0 on disk", warnings_off=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = SplitDataset(path)
