@@ -73,7 +73,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
@@ -126,8 +126,38 @@ def _check_loopback(url: str) -> str:
 # ----------------------------------------------------------------------------- shared machinery
 
 
+_S = TypeVar("_S", bound="_ServerControls")
+
+
 class _ServerControls:
-    """The request log and the knobs both servers share; every access holds one lock."""
+    """The request log and the knobs both servers share; every access holds one lock. Also the
+    lifecycle both have: ``with server:`` starts and stops it, :attr:`url` is where it listens."""
+
+    def start(self: _S) -> _S:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _bound(self) -> Any:
+        """The listening socket server while running, else None."""
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        bound = self._bound()
+        if bound is None:
+            raise RuntimeError("not started")
+        return f"http://{LOOPBACK}:{bound.server_address[1]}"
 
     def __init__(self, latency: float = 0.0) -> None:
         self._lock = threading.Lock()
@@ -642,20 +672,8 @@ class RangeHTTPServer(_ServerControls):
         _stop_server(httpd, httpd, self._thread)
         self._raise_handler_errors()
 
-    def __enter__(self) -> RangeHTTPServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash)."""
-        if self._httpd is None:
-            raise RuntimeError("not started")
-        return f"http://{LOOPBACK}:{self._httpd.server_address[1]}"
+    def _bound(self) -> Any:
+        return self._httpd
 
     def url_for(self, path: str | os.PathLike[str] = "") -> str:
         """The URL (percent-encoded) of a path relative to the root, or of an absolute path under it."""
@@ -992,22 +1010,13 @@ class S3Server(_ServerControls):
         _stop_server(server, server, self._thread)
         self._raise_handler_errors()
 
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _bound(self) -> Any:
+        return self._server
 
     @property
-    def url(self) -> str:
-        """The endpoint URL, ``http://127.0.0.1:PORT``."""
-        if self._server is None:
-            raise RuntimeError("not started")
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
-
-    endpoint_url = url
+    def endpoint_url(self) -> str:
+        """The endpoint URL for S3 clients (the same as :attr:`url`)."""
+        return self.url
 
     def client(self) -> Any:
         """A boto3 S3 client on this server (for set-up; one per server, closed by :meth:`stop`)."""
