@@ -106,6 +106,17 @@ def _io_pool() -> ThreadPoolExecutor:
         return _POOL[1]
 
 
+def _unwrapped(e: CorruptBlockError) -> Exception:
+    """What the store said, where a read wrapped it as a damaged block: an unreachable block is a
+    :class:`RemoteError`, one the store does not have a :class:`MissingBlockError`; else `e`."""
+    cause = e.__cause__
+    if isinstance(cause, RemoteError):
+        return RemoteError(str(e.path), f"block {e.block}: {cause}")
+    if isinstance(cause, FileNotFoundError):
+        return MissingBlockError(e.path, e.block)
+    return e
+
+
 class RemoteSplitDataset(SplitDataset):
     """A split dataset on object storage or an HTTP server, read-only (see the module docstring).
 
@@ -359,26 +370,19 @@ class RemoteSplitDataset(SplitDataset):
         try:
             super()._read_block(index, view, local, buf, out)
         except CorruptBlockError as e:
-            if isinstance(e.__cause__, (RemoteError, FileNotFoundError)):
-                raise self._remote_failure(index, view[2], e.__cause__) from e
-            raise
-
-    def _remote_failure(self, index: int, prefix: str, e: BaseException) -> Exception:
-        path = self._path(index, prefix)
-        if isinstance(e, FileNotFoundError):
-            return MissingBlockError(path, self._grid.coords(index))
-        return RemoteError(str(path), f"block {self._grid.coords(index)}: {e}")
+            store_error = _unwrapped(e)
+            if store_error is e:
+                raise
+            raise store_error from e
 
     def __getitem__(self, selection: Any) -> Any:
         try:
             return super().__getitem__(selection)
-        except CorruptBlockError as e:
-            cause = e.__cause__
-            if isinstance(cause, RemoteError):
-                raise RemoteError(str(e.path), f"block {e.block}: {cause}") from e
-            if isinstance(cause, FileNotFoundError):
-                raise MissingBlockError(e.path, e.block) from e
-            raise
+        except CorruptBlockError as e:  # the one-block fast path wraps what the store raised too
+            store_error = _unwrapped(e)
+            if store_error is e:
+                raise
+            raise store_error from e
 
     # ------------------------------------------------------------------ read-only, picklable
 
